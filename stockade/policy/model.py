@@ -1,0 +1,136 @@
+"""The typed policy model: what a validated OpenShell policy YAML becomes.
+
+Every value here has already been validated by the loader; code that consumes a Policy never
+re-checks it. Instances are immutable so a policy generation can be shared across threads and
+swapped atomically on hot reload.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Compatibility(enum.Enum):
+    """`landlock.compatibility`: what to do when a Landlock layer cannot be applied."""
+
+    BEST_EFFORT = "best_effort"
+    HARD_REQUIREMENT = "hard_requirement"
+
+
+class Protocol(enum.Enum):
+    """`endpoint.protocol`: which L7 inspection applies (absent = L4 only)."""
+
+    REST = "rest"
+    SQL = "sql"
+
+
+class Tls(enum.Enum):
+    """`endpoint.tls`: AUTO terminates only where L7 rules or credentials need it; SKIP never."""
+
+    AUTO = "auto"  # the key absent; `terminate` and `passthrough` (deprecated) also mean AUTO
+    SKIP = "skip"
+
+
+class Enforcement(enum.Enum):
+    """`endpoint.enforcement`: ENFORCE answers 403 to an L7 violation, AUDIT forwards and records."""
+
+    ENFORCE = "enforce"
+    AUDIT = "audit"
+
+
+class Access(enum.Enum):
+    """`endpoint.access`: a preset that expands to L7 allow rules at load time."""
+
+    READ_ONLY = "read-only"
+    READ_WRITE = "read-write"
+    FULL = "full"
+
+
+@dataclass(frozen=True, slots=True)
+class FilesystemPolicy:
+    include_workdir: bool
+    read_only: tuple[str, ...]
+    read_write: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LandlockPolicy:
+    compatibility: Compatibility = Compatibility.BEST_EFFORT
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessPolicy:
+    run_as_user: str | None = None
+    run_as_group: str | None = None
+    # Our own optional key `process.seccomp.allow`: syscalls lifted from the default denylist.
+    # Only `memfd_create` may be lifted (JIT runtimes, CUDA).
+    seccomp_allow: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class QueryMatcher:
+    """One `query` entry of an allow rule: every value of the parameter must match one glob.
+
+    YAML `tag: "foo-*"` gives globs=("foo-*",); `tag: {any: [a-*, b-*]}` gives both globs.
+    """
+
+    globs: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class L7Allow:
+    """One `rules[].allow` entry. None means the key was absent."""
+
+    method: str | None = None
+    path: str | None = None
+    command: str | None = None
+    query: Mapping[str, QueryMatcher] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    host: str  # lower-cased; "" only together with allowed_ips (any host on these ports)
+    ports: tuple[int, ...]
+    protocol: Protocol | None = None
+    tls: Tls = Tls.AUTO
+    enforcement: Enforcement = Enforcement.AUDIT
+    enforcement_explicit: bool = False  # False when the key was absent (OpenShell's audit default)
+    access: Access | None = None
+    # The allow rules after preset expansion (`access` becomes rules here).
+    rules: tuple[L7Allow, ...] = ()
+    allowed_ips: tuple[IPNetwork, ...] = ()
+
+    @property
+    def has_extended_config(self) -> bool:
+        """OpenShell's test for the endpoint whose L7/TLS/SSRF settings apply (policy.md §3.5)."""
+        return self.protocol is not None or bool(self.allowed_ips) or self.tls is Tls.SKIP
+
+
+@dataclass(frozen=True, slots=True)
+class Binary:
+    path: str  # absolute path, or a glob with `/` as separator
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkRule:
+    key: str  # the map key: the rule's identity everywhere (logs, 403 bodies, merges)
+    name: str  # display name; the key when `name` is absent
+    endpoints: tuple[Endpoint, ...]
+    binaries: tuple[Binary, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    version: int
+    filesystem: FilesystemPolicy | None
+    landlock: LandlockPolicy | None
+    process: ProcessPolicy | None
+    network_policies: Mapping[str, NetworkRule]
+    # Where the policy came from (a path, "<default>", "<string>"); not part of its identity.
+    source: str = field(default="<string>", compare=False)

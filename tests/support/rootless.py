@@ -1,0 +1,112 @@
+"""An environment for running stockade as an unprivileged user (nobody), as DESIGN.md §4 asks.
+
+The test interpreter usually lives under /root (mode 0700), which nobody cannot reach. So the
+tests build a virtualenv from /usr/bin/python3 in a world-readable directory, install the
+runtime dependencies there once (cached by the dependency list), and copy the current
+`stockade` package into it at every test session so it always runs the code under test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .netns import NOBODY_GID, NOBODY_UID
+
+REPO = Path(__file__).resolve().parents[2]
+ROOT = Path("/var/tmp/stockade-test")
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def _runtime_dependencies() -> list[str]:
+    import tomllib
+
+    with open(REPO / "pyproject.toml", "rb") as f:
+        return list(tomllib.load(f)["project"]["dependencies"])
+
+
+@dataclass(frozen=True)
+class RootlessEnv:
+    venv: Path
+    home: Path  # HOME and XDG_STATE_HOME for nobody, owned by nobody
+
+    @property
+    def stockade(self) -> str:
+        return str(self.venv / "bin" / "stockade")
+
+    @property
+    def python(self) -> str:
+        return str(self.venv / "bin" / "python")
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(self.home),
+            "XDG_STATE_HOME": str(self.home / "state"),
+            "LANG": "C.UTF-8",
+        }
+        env.update(extra)
+        return env
+
+    def command(self, argv: list[str]) -> list[str]:
+        """`argv` run as nobody:nogroup with no supplementary groups and no capabilities."""
+        return ["setpriv", f"--reuid={NOBODY_UID}", f"--regid={NOBODY_GID}", "--clear-groups",
+                "--inh-caps=-all", "--", *argv]
+
+
+def rootless_unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "building the nobody environment needs root (to switch to nobody with setpriv)"
+    if not Path(SYSTEM_PYTHON).exists():
+        return f"{SYSTEM_PYTHON} is missing"
+    if shutil.which("setpriv") is None:
+        return "`setpriv` is not installed (scripts/system-deps.sh installs it)"
+    return None
+
+
+def build_rootless_env() -> RootlessEnv:
+    deps = _runtime_dependencies()
+    key = hashlib.sha256("\n".join(sorted(deps)).encode()).hexdigest()[:12]
+    venv = ROOT / f"venv-{key}"
+    ROOT.mkdir(parents=True, exist_ok=True)
+    os.chmod(ROOT, 0o755)
+    if not (venv / ".deps-installed").exists():
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([SYSTEM_PYTHON, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", *deps],
+                       check=True)
+        (venv / ".deps-installed").touch()
+    _install_package(venv)
+    subprocess.run(["chmod", "-R", "a+rX", str(venv)], check=True)
+    home = Path(tempfile.mkdtemp(prefix="stockade-nobody-", dir="/tmp"))
+    (home / "state").mkdir()
+    os.chmod(home, 0o755)
+    subprocess.run(["chown", "-R", f"{NOBODY_UID}:{NOBODY_GID}", str(home)], check=True)
+    return RootlessEnv(venv=venv, home=home)
+
+
+def _install_package(venv: Path) -> None:
+    """Copy the working tree's package into the venv and write the console script."""
+    site = Path(subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True).stdout.strip())
+    target = site / "stockade"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(REPO / "stockade", target, ignore=shutil.ignore_patterns("__pycache__"))
+    script = venv / "bin" / "stockade"
+    script.write_text(
+        f"#!{venv / 'bin' / 'python'}\n"
+        "import sys\nfrom stockade.cli import main\nsys.exit(main())\n"
+    )
+    script.chmod(0o755)
+    subprocess.run([str(venv / "bin" / "python"), "-m", "compileall", "-q", str(target)], check=True)
+
+
+if __name__ == "__main__":  # build it by hand: python -m tests.support.rootless
+    print(build_rootless_env(), file=sys.stderr)
