@@ -1,0 +1,87 @@
+"""The per-sandbox certificate authority (EC P-256; its private key lives only in memory).
+
+The sandbox trusts this CA through the files the launcher writes into the sandbox's private
+/run/stockade (DESIGN.md §1); the proxy signs a leaf per terminated host with it.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+# Where distributions keep the system trust store (Debian/Ubuntu, Fedora/RHEL, openSUSE, others).
+SYSTEM_BUNDLES = (
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+)
+
+CA_LIFETIME = datetime.timedelta(days=30)
+CLOCK_SKEW = datetime.timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class CertificateAuthority:
+    key: ec.EllipticCurvePrivateKey
+    certificate: x509.Certificate
+
+    @classmethod
+    def generate(cls, label: str = "stockade") -> CertificateAuthority:
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([
+            x509.NameAttribute(NameOID.COMMON_NAME, f"stockade sandbox CA ({label})"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "stockade"),
+        ])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        public = key.public_key()
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(public)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - CLOCK_SKEW)
+            .not_valid_after(now + CA_LIFETIME)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=False, content_commitment=False, key_encipherment=False,
+                    data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                    crl_sign=True, encipher_only=False, decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        return cls(key=key, certificate=cert)
+
+    @property
+    def certificate_pem(self) -> bytes:
+        return self.certificate.public_bytes(serialization.Encoding.PEM)
+
+    def bundle_pem(self) -> bytes:
+        """The system trust store followed by this CA: what SSL_CERT_FILE points the sandbox to."""
+        system = system_bundle()
+        if system and not system.endswith(b"\n"):
+            system += b"\n"
+        return system + self.certificate_pem
+
+
+def system_bundle() -> bytes:
+    for candidate in SYSTEM_BUNDLES:
+        path = Path(candidate)
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        if data.strip():
+            return data
+    return b""
