@@ -80,9 +80,13 @@ class TestNet:
 
     # -- running commands ----------------------------------------------------------------
 
-    def command(self, argv: Sequence[str], *, as_nobody: bool = False) -> list[str]:
-        """`argv` wrapped so that it runs inside the namespace (optionally as nobody)."""
-        prefix = ["nsenter", "-t", str(self.pid), "-n", "-m", "--"]
+    def command(self, argv: Sequence[str], *, as_nobody: bool = False, cwd: str | None = None) -> list[str]:
+        """`argv` wrapped so that it runs inside the namespace (optionally as nobody).
+
+        Entering a mount namespace resets the working directory to its root, so nsenter is told
+        to change back into `cwd` (default: the caller's) afterwards.
+        """
+        prefix = ["nsenter", "-t", str(self.pid), "-n", "-m", f"--wd={cwd or os.getcwd()}", "--"]
         if as_nobody:
             prefix += ["setpriv", f"--reuid={NOBODY_UID}", f"--regid={NOBODY_GID}",
                        "--clear-groups", "--inh-caps=-all", "--"]
@@ -92,7 +96,7 @@ class TestNet:
         kwargs.setdefault("capture_output", True)
         kwargs.setdefault("text", True)
         kwargs.setdefault("timeout", 120)
-        return subprocess.run(self.command(argv, as_nobody=as_nobody), **kwargs)
+        return subprocess.run(self.command(argv, as_nobody=as_nobody, cwd=kwargs.get("cwd")), **kwargs)
 
     def check(self, argv: Sequence[str], **kwargs) -> subprocess.CompletedProcess:
         result = self.run(argv, **kwargs)
@@ -102,7 +106,7 @@ class TestNet:
 
     def spawn(self, argv: Sequence[str], *, as_nobody: bool = False, **kwargs) -> subprocess.Popen:
         """Start a long-running process (a server) inside the namespace; stopped at close()."""
-        proc = subprocess.Popen(self.command(argv, as_nobody=as_nobody), **kwargs)
+        proc = subprocess.Popen(self.command(argv, as_nobody=as_nobody, cwd=kwargs.get("cwd")), **kwargs)
         self._procs.append(proc)
         return proc
 
