@@ -1,0 +1,55 @@
+"""Every limit and timeout of the egress proxy, in one place.
+
+OpenShell has no timeout on the initial head read, the upstream connect or idle tunnels
+(reference/network.md §2.5): a stuck client or upstream pins a task forever. Each limit below
+is answered, never silently dropped: the status code a client sees is noted next to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    # A client must send a complete request head this fast after connecting or after the
+    # previous response on a kept-alive connection (408 when a partial head is pending,
+    # a quiet close when nothing at all was sent: that is an idle keep-alive connection).
+    head_timeout: float = 30.0
+    # Request head (request line + headers) size: 431 when exceeded. Same for the heads
+    # of requests inside L7 tunnels; an upstream response head over it is a 502.
+    max_head_size: int = 16 * 1024
+    # Most header fields in one head (431 above it).
+    max_header_count: int = 128
+    # Request-target length (414 above it).
+    max_target_size: int = 8 * 1024
+    # TCP connect to the upstream (504 `upstream_timeout`), and the TLS handshake with it
+    # (502 `upstream_tls_failed`).
+    connect_timeout: float = 10.0
+    tls_handshake_timeout: float = 10.0
+    # Bytes after the CONNECT reply are classified (TLS, HTTP or other) once this many have
+    # arrived or this long has passed. OpenShell classifies whatever the first segment holds,
+    # so a 1-byte first write skips L7 inspection (Appendix A.5); we wait for enough bytes.
+    classify_bytes: int = 8
+    classify_timeout: float = 0.5
+    # Waiting for the upstream's response head after the request was sent (504).
+    response_timeout: float = 300.0
+    # A tunnel or a kept-alive connection with no traffic in either direction is closed.
+    idle_timeout: float = 600.0
+    # Concurrent client connections per proxy (one proxy per sandbox): 503 above it.
+    max_connections: int = 1024
+    # Idle upstream connections kept for reuse by the forward proxy, per (host, port,
+    # address) and in total, and how long one may stay idle.
+    pool_per_key: int = 16
+    pool_total: int = 256
+    pool_idle_timeout: float = 30.0
+    # Request bodies of any size are streamed; a chunk-size line or trailer section longer
+    # than this is malformed (400).
+    max_chunk_line: int = 4 * 1024
+    max_trailer_size: int = 16 * 1024
+    # Flow control: stop reading a peer while this much is queued for the other side.
+    high_water: int = 256 * 1024
+    low_water: int = 64 * 1024
+
+
+DEFAULT_LIMITS = Limits()
