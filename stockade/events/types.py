@@ -78,6 +78,8 @@ class FindingEvent:
     detail: str = ""
     host: str | None = None
     port: int | None = None
+    # What was done about it: DENIED (the default: the attempt was blocked), AUDIT (only recorded).
+    action: Action = Action.DENIED
     time_ms: int = field(default_factory=now_ms)
 
 
@@ -118,6 +120,7 @@ class InferenceEvent:
     input_tokens: int | None = None
     output_tokens: int | None = None
     error: str | None = None
+    method: str = "POST"
     time_ms: int = field(default_factory=now_ms)
 
 

@@ -1,0 +1,1 @@
+"""Tests of the observability and control layer (issue 6)."""
