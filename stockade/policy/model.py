@@ -134,3 +134,16 @@ class Policy:
     network_policies: Mapping[str, NetworkRule]
     # Where the policy came from (a path, "<default>", "<string>"); not part of its identity.
     source: str = field(default="<string>", compare=False)
+
+
+# The methods each `access` preset stands for (policy.md §1.5); every preset path is `**`.
+ACCESS_METHODS: Mapping[Access, tuple[str, ...]] = MappingProxyType({
+    Access.READ_ONLY: ("GET", "HEAD", "OPTIONS"),
+    Access.READ_WRITE: ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH"),
+    Access.FULL: ("*",),
+})
+
+
+def expand_access(access: Access) -> tuple[L7Allow, ...]:
+    """The explicit allow rules an `access` preset expands to at load time."""
+    return tuple(L7Allow(method=m, path="**") for m in ACCESS_METHODS[access])
