@@ -1,0 +1,283 @@
+"""The L4 decision engine: (host, port, binary, ancestors) -> Decision, in microseconds.
+
+Semantics (policy.md §3.3-§3.5): a connection is allowed when some rule has an endpoint that
+matches host:port AND a binary that matches the calling executable or one of its ancestors
+(exact path, or a glob when the policy path has a `*`; argv never grants). Rules combine as a
+union; a rule with no binaries matches nothing. The matched rule is the smallest map key; the
+endpoint configuration that applies (L7, TLS, allowed_ips) is the first endpoint, in (rule key,
+endpoint position) order, that matches and has extended config, else the first that matches.
+L7 allow rules are the union over every matching endpoint of every matched rule.
+
+Hosts compare case-insensitively and ignore one trailing dot. `binary=None` means the caller's
+identity is unavailable (the standalone proxy): binaries are then not checked, but a rule that
+lists none still matches nothing (fail closed; the loader warns about such rules).
+
+Everything is indexed when the engine is compiled: exact hosts by (host, port), wildcard hosts
+by (fixed suffix, port), hostless endpoints by port, binaries as a set of exact paths plus
+precompiled globs. A decision is a few dict lookups; nothing is compiled per call. Denial
+reasons and hints are only computed when read (explain.py), so a deny costs no more than an
+allow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from . import explain
+from .glob import Glob, path_glob, query_glob
+from .hosts import EXACT, HostPattern, normalize_host, parse_host
+from .model import Endpoint, Enforcement, L7Allow, NetworkRule, Policy, Protocol
+from .target import CanonicalTarget
+
+if TYPE_CHECKING:
+    from .l7 import RequestDecision
+
+# Reason codes of a denied Decision (documented contract for events and 403 bodies).
+NO_POLICIES = "no_policies"  # network_policies is empty: all egress is denied
+NO_ENDPOINT = "no_endpoint"  # no endpoint of any rule matches host:port
+BINARY_NOT_ALLOWED = "binary_not_allowed"  # endpoints match, but not for this binary/ancestors
+REASON_CODES = (NO_POLICIES, NO_ENDPOINT, BINARY_NOT_ALLOWED)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CompiledAllow:
+    """One REST allow rule, compiled; `rule` is the network rule key it belongs to."""
+
+    rule: str
+    source: L7Allow
+    method: str  # upper case, or "*"
+    path: Glob
+    query: tuple[tuple[str, tuple[Glob, ...]], ...]
+
+    def matches(self, method: str, target: CanonicalTarget) -> bool:
+        """`method` must be upper case. HEAD is allowed wherever GET is (OpenShell HEAD)."""
+        m = self.method
+        if m != "*" and m != method and not (m == "GET" and method == "HEAD"):
+            return False
+        if not self.path.match(target.path):
+            return False
+        params = target.params
+        for name, globs in self.query:
+            values = params.get(name)
+            if not values:
+                return False
+            for value in values:
+                for g in globs:
+                    if g.match(value):
+                        break
+                else:
+                    return False
+        return True
+
+    def describe(self) -> str:
+        text = f"{self.method} {self.source.path}"
+        if self.query:
+            text += " ?" + "&".join(f"{k}={'|'.join(g.pattern for g in gs)}" for k, gs in self.query)
+        return text
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Entry:
+    """One endpoint of one rule, as stored in the host indexes."""
+
+    order: int  # position in (rule key, endpoint index) order
+    rule: int  # index into Engine.rules
+    index: int  # the endpoint's position in its rule
+    endpoint: Endpoint
+    host: HostPattern | None  # None for a hostless endpoint (any host, allowed_ips)
+    extended: bool  # has_extended_config, precomputed
+    l7: tuple[CompiledAllow, ...]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Rule:
+    key: str
+    rule: NetworkRule
+    exact: frozenset[str]
+    globs: tuple[Glob, ...]
+
+    def allows(self, binary: str | None, ancestors: Sequence[str]) -> bool:
+        if not self.exact and not self.globs:
+            return False
+        if binary is None:
+            return True
+        exact = self.exact
+        if binary in exact:
+            return True
+        for a in ancestors:
+            if a in exact:
+                return True
+        for g in self.globs:
+            if g.match(binary):
+                return True
+            for a in ancestors:
+                if g.match(a):
+                    return True
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer for one connection. `reason` and `hint` are computed on first read."""
+
+    allowed: bool
+    rule: str | None  # the matched rule key (smallest), None when denied
+    endpoint: Endpoint | None  # the endpoint configuration that applies, None when denied
+    reason_code: str | None  # one of REASON_CODES when denied, None when allowed
+    host: str  # normalised
+    port: int
+    binary: str | None
+    ancestors: tuple[str, ...]
+    matched_rules: tuple[str, ...] = ()  # every rule that matched on both counts, key order
+    endpoint_rule: str | None = None  # the rule the applying endpoint belongs to
+    endpoint_index: int | None = None  # its position in that rule's endpoints
+    l7_rules: tuple[CompiledAllow, ...] = ()  # union over matching endpoints of matched rules
+    engine: Engine | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def l7_enabled(self) -> bool:
+        """Whether requests on this connection are checked against REST rules."""
+        return self.endpoint is not None and self.endpoint.protocol is Protocol.REST
+
+    @property
+    def enforcement(self) -> Enforcement | None:
+        return self.endpoint.enforcement if self.endpoint is not None else None
+
+    @property
+    def reason(self) -> str:
+        """One precise sentence: why allowed, or which condition failed."""
+        return explain.decision_reason(self)
+
+    @property
+    def hint(self) -> str | None:
+        """The smallest YAML change that would allow a denied connection (None if allowed)."""
+        return explain.decision_hint(self)
+
+    def check_request(self, method: str, target: str | bytes) -> RequestDecision:
+        from .l7 import check_request
+        return check_request(self, method, target)
+
+
+class Engine:
+    """A compiled policy. Immutable after construction; safe to share between threads."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        keys = sorted(policy.network_policies)
+        self.rules: tuple[_Rule, ...] = tuple(_compile_rule(policy.network_policies[k]) for k in keys)
+        self.entries: list[_Entry] = []
+        exact: dict[tuple[str, int], list[_Entry]] = {}
+        wild: dict[tuple[str, int], list[_Entry]] = {}
+        hostless: dict[int, list[_Entry]] = {}
+        for ri, rule in enumerate(self.rules):
+            for ei, ep in enumerate(rule.rule.endpoints):
+                pattern = parse_host(ep.host) if ep.host else None
+                entry = _Entry(len(self.entries), ri, ei, ep, pattern, ep.has_extended_config,
+                               _compile_l7(rule.key, ep))
+                self.entries.append(entry)
+                for port in ep.ports:
+                    if pattern is None:
+                        hostless.setdefault(port, []).append(entry)
+                    elif pattern.kind == EXACT:
+                        exact.setdefault((pattern.pattern, port), []).append(entry)
+                    else:
+                        wild.setdefault((pattern.suffix, port), []).append(entry)
+        self._exact = {k: tuple(v) for k, v in exact.items()}
+        self._wild = {k: tuple(v) for k, v in wild.items()}
+        self._wild_ports = frozenset(port for _, port in wild)
+        self._hostless = {k: tuple(v) for k, v in hostless.items()}
+
+    def candidates(self, host: str, port: int) -> tuple[_Entry, ...]:
+        """Every endpoint matching normalised host:port, in (rule key, endpoint) order."""
+        found = self._exact.get((host, port), ())
+        if port in self._wild_ports:
+            extra: list[_Entry] = []
+            i = host.find(".")
+            while i >= 0:
+                for e in self._wild.get((host[i:], port), ()):
+                    if e.host.match(host):  # type: ignore[union-attr]
+                        extra.append(e)
+                i = host.find(".", i + 1)
+            if extra:
+                found = _merge(found, extra)
+        hostless = self._hostless.get(port)
+        if hostless:
+            found = _merge(found, hostless) if found else hostless
+        return found
+
+    def decide(self, host: str, port: int, binary: str | None,
+               ancestors: Sequence[str] = ()) -> Decision:
+        """Allow or deny one connection (module docstring)."""
+        h = host.lower()
+        if h.endswith(".") or ":" in h:
+            h = normalize_host(h)
+        ancestors = tuple(ancestors)
+        if not self.rules:
+            return Decision(False, None, None, NO_POLICIES, h, port, binary, ancestors, engine=self)
+        found = self.candidates(h, port)
+        if not found:
+            return Decision(False, None, None, NO_ENDPOINT, h, port, binary, ancestors, engine=self)
+        rules = self.rules
+        if len(found) == 1:  # the common case: one endpoint for this host:port
+            e = found[0]
+            if not rules[e.rule].allows(binary, ancestors):
+                return Decision(False, None, None, BINARY_NOT_ALLOWED, h, port, binary, ancestors,
+                                engine=self)
+            key = rules[e.rule].key
+            return Decision(True, key, e.endpoint, None, h, port, binary, ancestors, (key,),
+                            key, e.index, e.l7, self)
+        verdict: dict[int, bool] = {}
+        passed = []
+        for e in found:
+            ok = verdict.get(e.rule)
+            if ok is None:
+                ok = verdict[e.rule] = rules[e.rule].allows(binary, ancestors)
+            if ok:
+                passed.append(e)
+        if not passed:
+            return Decision(False, None, None, BINARY_NOT_ALLOWED, h, port, binary, ancestors,
+                            engine=self)
+        config = next((e for e in passed if e.extended), passed[0])
+        matched = tuple(dict.fromkeys(rules[e.rule].key for e in passed))
+        l7 = tuple(a for e in passed for a in e.l7) if len(passed) > 1 else passed[0].l7
+        return Decision(True, matched[0], config.endpoint, None, h, port, binary, ancestors,
+                        matched, rules[config.rule].key, config.index, l7, self)
+
+    def check_request(self, decision: Decision, method: str, target: str | bytes,
+                      ) -> RequestDecision:
+        from .l7 import check_request
+        return check_request(decision, method, target)
+
+
+def compile_policy(policy: Policy) -> Engine:
+    """Build the decision engine for a validated policy (once per policy generation)."""
+    return Engine(policy)
+
+
+def _compile_rule(rule: NetworkRule) -> _Rule:
+    exact = frozenset(b.path for b in rule.binaries if "*" not in b.path)
+    globs = tuple(path_glob(b.path) for b in rule.binaries if "*" in b.path)
+    return _Rule(rule.key, rule, exact, globs)
+
+
+def _compile_l7(key: str, ep: Endpoint) -> tuple[CompiledAllow, ...]:
+    if ep.protocol is not Protocol.REST:
+        return ()
+    compiled = []
+    for allow in ep.rules:
+        if allow.method is None or allow.path is None:
+            continue  # matches no REST request (OpenShell); the loader refuses such rules
+        query = tuple((name, tuple(query_glob(g) for g in m.globs))
+                      for name, m in sorted(allow.query.items()))
+        compiled.append(CompiledAllow(key, allow, allow.method.upper(), path_glob(allow.path),
+                                      query))
+    return tuple(compiled)
+
+
+def _merge(a: Sequence[_Entry], b: Sequence[_Entry]) -> tuple[_Entry, ...]:
+    seen: dict[int, _Entry] = {e.order: e for e in a}
+    for e in b:
+        seen.setdefault(e.order, e)
+    return tuple(sorted(seen.values(), key=lambda e: e.order))
