@@ -14,6 +14,7 @@ from .. import __version__
 
 # name -> "module:attribute" of a click command or group.
 COMMANDS: dict[str, str] = {
+    "policy": "stockade.cli.policy:policy",
 }
 
 

@@ -1,0 +1,141 @@
+"""`stockade policy ...`: check, explain and print policies. Thin: parse, call the policy
+package, print. Other subcommands (`policy show`, `policy set`) register on the same `policy`
+group with `@policy.command(...)`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+
+import click
+
+from ..errors import EXIT_INVALID
+from ..policy.canonical import policy_sha256
+from ..policy.default import default_policy_text
+from ..policy.diagnostics import Diagnostic
+from ..policy.loader import CheckResult, check_policy_file, check_policy_text
+
+SHORT_HASH = 12
+
+
+@click.group("policy")
+def policy() -> None:
+    """Check, explain and print sandbox policies (OpenShell's YAML format).
+
+    \b
+    Start from the default policy and check your edits:
+      stockade policy default > policy.yaml
+      stockade policy check policy.yaml
+      stockade policy explain policy.yaml --host api.github.com --port 443 --binary /usr/bin/gh
+    """
+
+
+def read_policy(path: str) -> CheckResult:
+    """Check a policy file, or standard input for `-`."""
+    if path == "-":
+        return check_policy_text(sys.stdin.read(), "<stdin>")
+    return check_policy_file(path)
+
+
+def _counts(n: int, what: str) -> str:
+    return f"{n} {what}{'s' * (n != 1)}"
+
+
+def _summary(result: CheckResult) -> dict[str, object]:
+    out: dict[str, object] = {
+        "file": result.source, "ok": result.ok,
+        "errors": [d.to_json() for d in result.errors],
+        "warnings": [d.to_json() for d in result.warnings],
+    }
+    if result.policy is not None:
+        rules = result.policy.network_policies.values()
+        out["rules"] = len(rules)
+        out["endpoints"] = sum(len(r.endpoints) for r in rules)
+        out["sha256"] = policy_sha256(result.policy)
+    return out
+
+
+def _print_diagnostics(diagnostics: Sequence[Diagnostic]) -> None:
+    for d in diagnostics:
+        click.echo(d.format())
+
+
+@policy.command("check")
+@click.argument("files", nargs=-1, required=True, metavar="FILE...")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document for machines.")
+def check(files: tuple[str, ...], as_json: bool) -> None:
+    """Validate policy files and report every error and warning.
+
+    Prints `ok  FILE  N rules, M endpoints, sha256 PREFIX` for each valid file, and each
+    problem as `FILE:LINE:COL: error|warning: ...` with a hint where one helps. Exits 1 if any
+    file is invalid (warnings alone do not fail). Use `-` to read standard input.
+    """
+    results = [read_policy(f) for f in files]
+    if as_json:
+        click.echo(json.dumps({"ok": all(r.ok for r in results),
+                               "files": [_summary(r) for r in results]}, indent=2))
+    else:
+        for r in results:
+            _print_diagnostics(r.diagnostics)
+            if r.policy is not None:
+                s = _summary(r)
+                warn = f", {_counts(len(r.warnings), 'warning')}" if r.warnings else ""
+                click.echo(f"ok  {r.source}  {_counts(s['rules'], 'rule')}, "  # type: ignore[arg-type]
+                           f"{_counts(s['endpoints'], 'endpoint')}, "  # type: ignore[arg-type]
+                           f"sha256 {str(s['sha256'])[:SHORT_HASH]}{warn}")
+            else:
+                click.echo(f"invalid  {r.source}  {_counts(len(r.errors), 'error')}"
+                           + (f", {_counts(len(r.warnings), 'warning')}" if r.warnings else ""))
+    if not all(r.ok for r in results):
+        sys.exit(EXIT_INVALID)
+
+
+@policy.command("explain")
+@click.argument("file", metavar="FILE")
+@click.option("--host", required=True, help="Destination host name or IP address.")
+@click.option("--port", required=True, type=click.IntRange(1, 65535), help="Destination port.")
+@click.option("--binary", metavar="PATH", default=None,
+              help="Resolved path of the calling executable (`readlink -f`). Omit it to "
+                   "decide as the standalone proxy does, without process identity.")
+@click.option("--ancestor", "ancestors", metavar="PATH", multiple=True,
+              help="An ancestor's executable, parent first; repeat for each.")
+@click.option("--method", metavar="METHOD", help="HTTP method, to also evaluate L7 rules.")
+@click.option("--path", "target", metavar="TARGET",
+              help="Request target, e.g. '/repos/x?per_page=10' (with --method).")
+@click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
+def explain(file: str, host: str, port: int, binary: str | None, ancestors: tuple[str, ...],
+            method: str | None, target: str | None, as_json: bool) -> None:
+    """Show how FILE decides one connection (and optionally one HTTP request).
+
+    Prints the decision, the rule that allowed it or, for a denial, which condition failed and
+    the smallest change to the YAML that would allow it. Exits 0 when the explanation was
+    produced (allowed or denied), 1 when FILE is invalid.
+    """
+    from ..policy.engine import compile_policy
+    from ..policy.explain import explain_json, explain_text
+
+    if (method is None) != (target is None):
+        raise click.UsageError("--method and --path go together")
+    result = read_policy(file)
+    if result.policy is None:
+        _print_diagnostics(result.diagnostics)
+        click.echo(f"invalid  {result.source}  {_counts(len(result.errors), 'error')}", err=True)
+        sys.exit(EXIT_INVALID)
+    decision = compile_policy(result.policy).decide(host, port, binary, ancestors)
+    request = decision.check_request(method, target) if method and target is not None else None
+    if as_json:
+        click.echo(json.dumps(explain_json(decision, request), indent=2))
+    else:
+        click.echo(explain_text(decision, request))
+
+
+@policy.command("default")
+def default() -> None:
+    """Print the built-in default policy (a safe starting point to copy and edit).
+
+    Read-only system paths, a writable working directory and /tmp, and no network rules: all
+    egress is denied except the inference endpoint, which the proxy serves itself.
+    """
+    click.echo(default_policy_text(), nl=False)
