@@ -1,0 +1,181 @@
+"""Hot reload and rule approval through the control socket, with the real policy engine:
+denials → one pending proposal per host:port → approve → the next decision is allowed, without
+a restart; static-section changes and invalid policies are refused with the live policy untouched."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from stockade.control import ControlError, ControlServer, call
+from stockade.events.live_policy import LivePolicy
+from stockade.events.recorder import StoreRecorder
+from stockade.events.store import Store
+from stockade.events.types import Action, Actor, ListRecorder, NetworkEvent
+from stockade.policy import compile_policy, load_policy_text, policy_sha256
+
+CURL = "/usr/bin/curl"
+BASE = """\
+version: 1
+filesystem_policy:
+  include_workdir: false
+  read_only: [/usr]
+  read_write: [/tmp]
+network_policies:
+  github:
+    endpoints:
+      - { host: api.github.com, port: 443 }
+    binaries:
+      - { path: /usr/bin/git }
+"""
+
+
+class FakeProxy:
+    """What the supervisor's swap installs: one compiled engine generation, swapped atomically."""
+
+    def __init__(self, policy) -> None:
+        self.engine = compile_policy(policy)
+        self.fail_next = False
+
+    def swap(self, policy) -> None:
+        if self.fail_next:
+            raise RuntimeError("compile failed")
+        self.engine = compile_policy(policy)  # one reference assignment: atomic
+
+    def decide(self, host: str, port: int, binary: str):
+        return self.engine.decide(host, port, binary)
+
+
+@pytest.fixture()
+def env(tmp_path):
+    db = tmp_path / "stockade.db"
+    store = Store(db)
+    run_id = store.start_run("sb", pid=1, command=["sh"], policy_source="p.yaml")
+    policy = load_policy_text(BASE, "p.yaml")
+    proxy = FakeProxy(policy)
+    events = ListRecorder()
+    live = LivePolicy(store=store, sandbox="sb", run_id=run_id, policy=policy, yaml_text=BASE, swap=proxy.swap,
+                      recorder=events)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    sock = tmp_path / "control.sock"
+    server = ControlServer(sock, live.handlers(), sandbox="sb", recorder=events)
+    asyncio.run_coroutine_threadsafe(server.start(), loop).result(5)
+    yield {"db": db, "store": store, "run_id": run_id, "proxy": proxy, "live": live, "sock": sock, "events": events}
+    asyncio.run_coroutine_threadsafe(server.close(), loop).result(5)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    store.close()
+
+
+def test_startup_records_revision_one(env):
+    rev = env["store"].revision("sb")
+    assert (rev.revision, rev.source, rev.yaml) == (1, "p.yaml", BASE)
+    assert env["store"].run(env["run_id"]).policy_revision == 1
+    assert env["events"].events[0].message == "policy loaded" and env["events"].events[0].revision == 1
+
+
+def test_denied_agent_gets_one_proposal_per_host_port_and_approval_lets_the_next_request_through(env):
+    proxy = env["proxy"]
+    recorder = StoreRecorder("sb", env["run_id"], db_path=env["db"]).start()
+    for binary in (CURL, CURL, "/usr/bin/wget"):
+        d = proxy.decide("pypi.org", 443, binary)
+        assert not d.allowed
+        recorder.record(NetworkEvent(Action.DENIED, "pypi.org", 443, Actor(binary), "connect",
+                                     reason=d.reason, reason_code=d.reason_code))
+    recorder.flush_proposals()
+    recorder.record(NetworkEvent(Action.DENIED, "pypi.org", 443, Actor(CURL), "connect"))
+    recorder.flush_proposals()
+    recorder.close()
+    [p] = env["store"].proposals("sb", status="pending")
+    assert (p.rule_key, p.hit_count, p.binaries) == ("allow_pypi_org_443", 4, (CURL, "/usr/bin/wget"))
+
+    reply = call(env["sock"], "rules_approve", id=p.id)
+    assert reply["ok"] and reply["changed"] and reply["revision"] == 2 and reply["rule"] == "allow_pypi_org_443"
+    assert proxy.decide("pypi.org", 443, CURL).allowed  # the live engine, no restart
+    assert proxy.decide("pypi.org", 443, "/usr/bin/wget").allowed
+    assert not proxy.decide("pypi.org", 443, "/usr/bin/python3").allowed  # narrow: only denied binaries
+    assert proxy.decide("api.github.com", 443, "/usr/bin/git").allowed  # existing rules kept
+    decided = env["store"].proposal("sb", p.id)
+    assert (decided.status, decided.revision) == ("approved", 2)
+    rev = env["store"].revision("sb")
+    assert rev.revision == 2 and rev.source == f"rules approve {p.id}" and "allow_pypi_org_443" in rev.yaml
+    assert env["store"].run(env["run_id"]).policy_revision == 2
+    with pytest.raises(ControlError) as info:
+        call(env["sock"], "rules_approve", id=p.id)
+    assert info.value.error == "not_pending"
+    with pytest.raises(ControlError) as info:
+        call(env["sock"], "rules_reject", id=12345)
+    assert info.value.error == "not_found"
+
+
+def test_hot_reload_swaps_network_policies_and_records_the_revision(env):
+    new = BASE + """\
+  pypi:
+    endpoints:
+      - { host: pypi.org, port: 443 }
+    binaries:
+      - { path: /usr/bin/curl }
+"""
+    reply = call(env["sock"], "policy_set", yaml_text=new, source="new.yaml", wait=True)
+    assert (reply["revision"], reply["changed"]) == (2, True)
+    assert env["proxy"].decide("pypi.org", 443, CURL).allowed
+    assert reply["sha256"] == policy_sha256(load_policy_text(new))
+    # Same policy again (different spelling, same meaning): no new revision.
+    again = call(env["sock"], "policy_set", yaml_text=new + "# a comment\n", source="again")
+    assert (again["revision"], again["changed"]) == (2, False)
+    shown = call(env["sock"], "policy_show")
+    assert (shown["revision"], shown["yaml_text"], shown["source"], shown["live"]) == (2, new, "new.yaml", True)
+    assert call(env["sock"], "policy_show", revision=1)["yaml_text"] == BASE
+    with pytest.raises(ControlError, match="no policy revision 9"):
+        call(env["sock"], "policy_show", revision=9)
+    assert "policy reloaded (new.yaml)" in [getattr(e, "message", "") for e in env["events"].events]
+
+
+def test_a_static_change_is_refused_with_every_difference_and_nothing_changes(env):
+    changed = BASE.replace("read_only: [/usr]", "read_only: [/usr, /opt]").replace(
+        "include_workdir: false", "include_workdir: true") + """\
+  pypi:
+    endpoints: [{ host: pypi.org, port: 443 }]
+    binaries: [{ path: /usr/bin/curl }]
+"""
+    engine = env["proxy"].engine
+    with pytest.raises(ControlError) as info:
+        call(env["sock"], "policy_set", yaml_text=changed)
+    assert info.value.error == "static_change"
+    assert len(info.value.data["differences"]) == 2
+    assert "include_workdir" in info.value.detail and "/opt" in info.value.detail
+    assert env["proxy"].engine is engine and env["live"].revision == 1
+    assert env["store"].revision("sb").revision == 1
+
+
+@pytest.mark.parametrize("text", ["version: 1\nnetwork_policies: [", "version: 1\nbogus_key: 1\n",
+                                  "network_policies: {}\n"])
+def test_an_invalid_policy_is_refused_with_the_live_policy_untouched(env, text):
+    engine = env["proxy"].engine
+    with pytest.raises(ControlError) as info:
+        call(env["sock"], "policy_set", yaml_text=text, source="bad.yaml")
+    assert info.value.error == "invalid_policy" and info.value.data["diagnostics"]
+    assert env["proxy"].engine is engine and env["store"].revision("sb").revision == 1
+
+
+def test_a_failed_swap_changes_nothing(env):
+    env["proxy"].fail_next = True
+    with pytest.raises(ControlError) as info:
+        call(env["sock"], "policy_set", yaml_text=BASE.replace("api.github.com", "github.com"))
+    assert info.value.error == "reload_failed"
+    assert env["live"].revision == 1 and env["store"].revision("sb").revision == 1
+
+
+def test_reject_marks_the_proposal(env):
+    from stockade.events.mapper import generate_proposals
+    from stockade.events.aggregator import DenialSummary
+
+    [p] = env["store"].merge_proposals("sb", generate_proposals([DenialSummary("x.example", 443, CURL, 1, 1, 1, None,
+                                                                               "policy", ())]))
+    assert call(env["sock"], "rules_reject", id=p.id) == {"ok": True, "id": p.id, "rule": "allow_x_example_443"}
+    assert env["store"].proposal("sb", p.id).status == "rejected"
+    assert env["live"].revision == 1
