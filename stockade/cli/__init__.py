@@ -15,6 +15,7 @@ from .. import __version__
 # name -> "module:attribute" of a click command or group.
 COMMANDS: dict[str, str] = {
     "policy": "stockade.cli.policy:policy",
+    "run": "stockade.cli.run:run",
 }
 
 

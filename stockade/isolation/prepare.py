@@ -1,0 +1,170 @@
+"""From a policy and the command line to a SandboxSpec (runs in the supervisor, before any fork).
+
+Everything that can be decided without entering the sandbox is decided here, so a bad policy,
+a missing run-as user or a missing path under hard_requirement fails with exit 125 before
+anything starts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ..errors import StockadeError
+from ..policy.model import Compatibility, Policy
+from .environment import CA_DIR, EnvironmentInputs, build_environment
+from .landlock import IMPLICIT_LANDLOCK_ONLY, IMPLICIT_NAMESPACE
+from .mountplan import MountPlan, plan_mounts
+from .namespaces import NAMESPACES_ROOT, NAMESPACES_ROOTLESS, PROXY_HOST, PROXY_PORT
+from .paths import PathGrant, host_inspect, is_within, normalize
+from .privileges import RunAs, resolve_run_as
+from .seccomp import effective_denylist
+from .spec import LANDLOCK_ONLY, NAMESPACES, SandboxSpec
+from .terminal import foreground_terminal
+
+# Sockets worth hiding wherever they are (besides everything /proc/net/unix lists).
+WELL_KNOWN_SOCKETS = (
+    "/var/run/docker.sock", "/run/docker.sock", "/run/podman/podman.sock",
+    "/run/containerd/containerd.sock", "/run/dbus/system_bus_socket", "/var/run/dbus/system_bus_socket",
+    "/run/user/{uid}/bus", "/run/user/{uid}/podman/podman.sock", "/run/user/{uid}/docker.sock",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What `stockade run` was asked to do."""
+
+    argv: tuple[str, ...]
+    policy: Policy
+    name: str
+    workdir: str | None = None
+    isolation: str = NAMESPACES
+    proxy_port: int = PROXY_PORT  # landlock mode: the port of the host-side listener
+    tls_dir: str = CA_DIR  # landlock mode: a directory in the state dir
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    spec: SandboxSpec
+    notes: tuple[str, ...]
+    not_enforced: tuple[str, ...]
+
+
+def grants_from_policy(policy: Policy, workdir: str) -> list[PathGrant]:
+    fs = policy.filesystem
+    if fs is None:
+        return []
+    grants = [PathGrant(p, False) for p in fs.read_only] + [PathGrant(p, True) for p in fs.read_write]
+    if fs.include_workdir:
+        grants.append(PathGrant(workdir, True, "workdir"))
+    return grants
+
+
+def prepare(req: Request, *, state_dir: str, env: Mapping[str, str] | None = None) -> Prepared:
+    env = os.environ if env is None else env
+    policy = req.policy
+    rootless = os.geteuid() != 0
+    run_as = None if rootless else _run_as(policy)
+    workdir = normalize(os.path.realpath(req.workdir or os.getcwd()))
+    grants = grants_from_policy(policy, workdir)
+    hard = policy.landlock is not None and policy.landlock.compatibility is Compatibility.HARD_REQUIREMENT
+    notes: list[str] = []
+    not_enforced: list[str] = []
+    plan: MountPlan | None = None
+    cwd = workdir
+    if req.isolation == NAMESPACES:
+        plan = plan_mounts(grants, host_inspect())
+        notes += plan.notes
+        if hard and plan.skipped:
+            path, reason = plan.skipped[0]
+            raise StockadeError(f"Landlock path unavailable in hard_requirement mode: {path} ({reason})",
+                                hint="fix the path in the policy, or use landlock.compatibility: best_effort")
+        if workdir in ("/tmp", "/run"):
+            notes.append(f"the workdir {workdir} is the sandbox's private {workdir}, not the host's")
+        elif not any(is_within(workdir, b.path) for b in plan.binds):
+            cwd = "/"
+            notes.append(f"the workdir {workdir} is not in the policy: the command starts in /")
+        implicit = IMPLICIT_NAMESPACE
+    else:
+        implicit = IMPLICIT_LANDLOCK_ONLY + (PathGrant(req.tls_dir, False, "implicit"),)
+        not_enforced += _landlock_mode_gaps(grants, state_dir)
+    if rootless and policy.process and (policy.process.run_as_user or policy.process.run_as_group):
+        not_enforced.append("process.run_as_user/run_as_group (rootless: the command keeps your uid)")
+    allow = policy.process.seccomp_allow if policy.process else frozenset()
+    try:
+        blocks = effective_denylist(frozenset(allow))
+    except ValueError as exc:
+        raise StockadeError(str(exc)) from None
+    if allow:
+        notes.append(f"seccomp allows {', '.join(sorted(allow))} (policy)")
+    proxy_url = f"http://{PROXY_HOST}:{req.proxy_port}"
+    spec = SandboxSpec(
+        name=req.name,
+        argv=req.argv,
+        env=build_environment(env, EnvironmentInputs(req.name, proxy_url, req.tls_dir)),
+        cwd=cwd,
+        isolation=req.isolation,
+        namespaces=(NAMESPACES_ROOTLESS if rootless else NAMESPACES_ROOT) if req.isolation == NAMESPACES else (),
+        uid=os.getuid(),
+        gid=os.getgid(),
+        run_as=run_as,
+        plan=plan,
+        landlock_grants=tuple(grants) + implicit,
+        hard=hard,
+        seccomp=blocks,
+        state_dir=normalize(os.path.realpath(state_dir)),
+        socket_candidates=socket_candidates(env, os.getuid()),
+        terminal_fd=foreground_terminal(),
+        supervisor_pid=os.getpid(),
+        proxy_port=req.proxy_port,
+        ca_dir=req.tls_dir,
+    )
+    return Prepared(spec, tuple(notes), tuple(not_enforced))
+
+
+def _run_as(policy: Policy) -> RunAs:
+    process = policy.process
+    try:
+        return resolve_run_as(process.run_as_user if process else None, process.run_as_group if process else None)
+    except ValueError as exc:
+        raise StockadeError(str(exc)) from None
+
+
+def _landlock_mode_gaps(grants: list[PathGrant], state_dir: str) -> list[str]:
+    real_state = os.path.realpath(state_dir)
+    for grant in grants:
+        if is_within(real_state, os.path.realpath(grant.path)):
+            return [f"the state directory is reachable through {grant.path} (no mount namespace to hide it)"]
+    return []
+
+
+def socket_candidates(env: Mapping[str, str], uid: int) -> tuple[str, ...]:
+    """Unix socket paths to hide: the environment's, the well-known ones, /proc/net/unix's."""
+    found = [p.format(uid=uid) for p in WELL_KNOWN_SOCKETS]
+    if env.get("SSH_AUTH_SOCK"):
+        found.append(env["SSH_AUTH_SOCK"])
+    for part in env.get("DBUS_SESSION_BUS_ADDRESS", "").split(";"):
+        for kv in part.partition(":")[2].split(","):
+            key, _, value = kv.partition("=")
+            if key == "path" and value:
+                found.append(value)
+    if env.get("XDG_RUNTIME_DIR"):
+        found += [f"{env['XDG_RUNTIME_DIR']}/{n}" for n in ("bus", "docker.sock", "podman/podman.sock")]
+    found += listening_unix_sockets()
+    return tuple(dict.fromkeys(p for p in found if p.startswith("/")))
+
+
+def listening_unix_sockets(path: str = "/proc/net/unix") -> list[str]:
+    """Named Unix sockets bound in this network namespace (the host's, seen by the supervisor)."""
+    try:
+        with open(path, "rb") as f:
+            lines = f.read().splitlines()[1:]
+    except OSError:
+        return []
+    paths = []
+    for line in lines:
+        fields = line.split(None, 7)
+        if len(fields) == 8 and fields[7].startswith(b"/"):
+            paths.append(os.fsdecode(fields[7]))
+    return paths

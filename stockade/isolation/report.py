@@ -1,0 +1,82 @@
+"""The one-line startup report: what is enforced, and loudly, what is not (pure text)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .spec import LANDLOCK_ONLY
+
+_SHOWN = 3  # how many paths of a list the line spells out
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    name: str
+    isolation: str
+    rootless: bool
+    run_as: str  # "uid 1000" (rootless) or the user's name (root mode)
+    namespaces: tuple[str, ...]
+    landlock_abi: int
+    landlock_unavailable: str
+    landlock_rules: int
+    landlock_implicit: tuple[str, ...]
+    landlock_skipped: tuple[tuple[str, str], ...]
+    landlock_scoped: bool
+    landlock_tcp_port: int | None
+    seccomp_rules: int
+    proxy: str
+    policy_source: str
+    hidden_sockets: tuple[str, ...] = ()
+    scan_exhausted: str = ""
+    state_dir_hidden: bool = False
+    notes: tuple[str, ...] = ()
+    not_enforced: tuple[str, ...] = field(default=())
+
+
+def _paths(items: list[str] | tuple[str, ...]) -> str:
+    shown = ", ".join(items[:_SHOWN])
+    return shown + (f" and {len(items) - _SHOWN} more" if len(items) > _SHOWN else "")
+
+
+def _landlock(r: Report) -> str:
+    if r.landlock_abi == 0:
+        return f"landlock NOT ENFORCED ({r.landlock_unavailable})"
+    text = f"landlock ABI {r.landlock_abi}: {r.landlock_rules} rules ({len(r.landlock_implicit)} implicit)"
+    if r.landlock_scoped:
+        text += ", signals and abstract sockets scoped"
+    if r.landlock_tcp_port is not None:
+        text += f", TCP connect only to port {r.landlock_tcp_port}"
+    if r.landlock_skipped:
+        text += "; skipped " + _paths([f"{p} ({why})" for p, why in r.landlock_skipped])
+    return text
+
+
+def weaker_mode_text(abi: int, port: int | None) -> str:
+    """What `--isolation landlock` gives up, said plainly."""
+    lost = ["no pid, mount, network or IPC isolation: host processes are visible",
+            "named Unix sockets on the host (tmux, ssh-agent, docker) stay reachable" if abi < 9
+            else "named Unix sockets limited to read_write paths",
+            "/tmp and /run are the host's",
+            f"TCP to port {port} on any address is allowed (Landlock rules match ports, not hosts)"]
+    if abi < 10:
+        lost.append("UDP is not restricted (Landlock ABI < 10)")
+    return "WEAKER MODE (--isolation landlock): " + "; ".join(lost)
+
+
+def format_report(r: Report) -> str:
+    if r.isolation == LANDLOCK_ONLY:
+        mode = f"{'rootless' if r.rootless else 'root'} as {r.run_as}, landlock-only"
+    else:
+        mode = f"{'rootless' if r.rootless else 'root'} as {r.run_as}, namespaces {','.join(r.namespaces)}"
+    parts = [f"stockade: sandbox {r.name}", mode, _landlock(r), f"seccomp {r.seccomp_rules} rules",
+             f"proxy {r.proxy}", f"policy {r.policy_source}"]
+    if r.hidden_sockets:
+        parts.append(f"hid {len(r.hidden_sockets)} unix sockets ({_paths(r.hidden_sockets)})")
+    if r.scan_exhausted:
+        parts.append(f"socket scan budget ran out in {r.scan_exhausted}")
+    if r.state_dir_hidden:
+        parts.append("state dir hidden")
+    parts += list(r.notes)
+    if r.not_enforced:
+        parts.append("NOT ENFORCED: " + "; ".join(r.not_enforced))
+    return " | ".join(parts)

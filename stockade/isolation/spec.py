@@ -1,0 +1,44 @@
+"""Everything the sandbox's processes need, decided by the supervisor before it forks.
+
+Plain data: the launcher, init and the command's pre-exec code read it from their copy of the
+supervisor's memory (they are forks, not new interpreters), so nothing is serialised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .mountplan import MountPlan
+from .paths import PathGrant
+from .privileges import RunAs
+from .seccomp import Block
+
+NAMESPACES = "namespaces"
+LANDLOCK_ONLY = "landlock"
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxSpec:
+    name: str
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    cwd: str  # where the command starts (the workdir when the view shows it, else /)
+    isolation: str  # NAMESPACES | LANDLOCK_ONLY
+    namespaces: tuple[str, ...]  # () in the landlock-only mode
+    uid: int  # the invoking user
+    gid: int
+    run_as: RunAs | None  # root mode: who the command becomes
+    plan: MountPlan | None  # the mount view (namespace mode)
+    landlock_grants: tuple[PathGrant, ...]
+    hard: bool  # landlock.compatibility == hard_requirement
+    seccomp: tuple[Block, ...]
+    state_dir: str  # real path; hidden from the view
+    socket_candidates: tuple[str, ...]  # known Unix socket paths to hide
+    terminal_fd: int | None  # a terminal whose foreground group we are, if any
+    supervisor_pid: int
+    proxy_port: int  # inside the sandbox (landlock mode: the host loopback port)
+    ca_dir: str  # where the CA files live as the command sees them
+
+    @property
+    def rootless(self) -> bool:
+        return "user" in self.namespaces or (self.isolation == LANDLOCK_ONLY and self.run_as is None)

@@ -1,0 +1,486 @@
+"""The supervisor: owns one sandbox from `stockade run` to its exit code.
+
+    prepare the spec (policy, run-as user, mount plan)  ->  fork the launcher (main thread, no
+    threads yet)  ->  mint the CA while the sandbox is being built  ->  receive the proxy
+    listener and the sandbox's /proc  ->  serve the proxy  ->  print the report  ->  let init
+    start the command  ->  forward signals, handle Ctrl-Z, enforce --timeout  ->  exit code.
+
+The proxy is plugged in through `serve_proxy(ProxyContext) -> ProxyServer`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import selectors
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .errors import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, EXIT_STOCKADE_FAILURE, EXIT_TIMEOUT, StockadeError
+from .isolation import channel
+from .isolation.channel import SetupError
+from .isolation.environment import BUNDLE_FILE, CA_FILE
+from .isolation.prepare import Prepared, Request, prepare
+from .isolation.report import Report, format_report, weaker_mode_text
+from .isolation.spec import LANDLOCK_ONLY, NAMESPACES, SandboxSpec
+from .isolation.terminal import set_foreground
+from .policy.model import Policy
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+             signal.SIGUSR2, signal.SIGWINCH)
+TIMEOUT_GRACE = 1.0  # seconds between SIGTERM and SIGKILL on --timeout
+SETUP_TIMEOUT = 60.0  # a sandbox that is not ready by then is broken
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    argv: tuple[str, ...]
+    policy: Policy
+    name: str | None = None
+    workdir: str | None = None
+    timeout: float | None = None
+    quiet: bool = False
+    isolation: str = NAMESPACES
+
+
+class CommandFailed(StockadeError):
+    """The sandbox could not start the command (setup failure, or exec failure: 126/127)."""
+
+    def __init__(self, message: str, exit_code: int, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.exit_code = exit_code
+
+
+# -- the proxy hook ---------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class SandboxProcesses:
+    """Who is who. Host pids are in the supervisor's pid namespace; `agent_pid` is in the
+    sandbox's (resolve it, and any socket owner, through `ProxyContext.procfs`)."""
+
+    launcher_pid: int | None  # None in the landlock-only mode
+    init_pid: int  # host pid of the sandbox's PID 1
+    agent_pid: int | None = None  # the command, in sandbox terms; set once it is forked
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyContext:
+    sandbox: str
+    policy: Policy
+    listener: socket.socket  # listening; created inside the sandbox's netns (landlock mode: host)
+    procfs: int  # O_PATH fd of the sandbox's /proc: openat(procfs, "<pid>/net/tcp"), ...
+    ca: Any  # stockade.network.ca.CertificateAuthority (key in memory only)
+    processes: SandboxProcesses
+    isolation: str  # NAMESPACES | LANDLOCK_ONLY
+
+
+class ProxyServer(Protocol):
+    def close(self) -> None: ...
+
+
+FORBIDDEN = (b'{"error": "policy_denied", "detail": "the egress proxy is not implemented yet"}')
+
+
+class PlaceholderProxy:
+    """Answers every connection with 403 until the real proxy replaces `serve_proxy`."""
+
+    def __init__(self, listener: socket.socket) -> None:
+        self._listener = listener
+        self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
+        self._thread = threading.Thread(target=self._serve, name="stockade-proxy", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        with selectors.DefaultSelector() as sel:
+            sel.register(self._listener, selectors.EVENT_READ)
+            sel.register(self._stop_r, selectors.EVENT_READ)
+            while True:
+                for key, _ in sel.select():
+                    if key.fileobj == self._stop_r:
+                        return
+                    try:
+                        conn, _addr = self._listener.accept()
+                    except OSError:
+                        continue
+                    threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _answer(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(2)
+            try:
+                head = b""
+                while b"\r\n\r\n" not in head and len(head) < 65536:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    head += chunk
+                conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(FORBIDDEN), FORBIDDEN))
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        os.write(self._stop_w, b"x")
+        self._thread.join(timeout=2)
+
+
+def serve_proxy(ctx: ProxyContext) -> ProxyServer:
+    """Start serving the sandbox's proxy listener (in a thread); the network package replaces this."""
+    return PlaceholderProxy(ctx.listener)
+
+
+# -- the supervisor ---------------------------------------------------------------------------
+
+def run_sandbox(options: RunOptions) -> int:
+    """Run the command in a sandbox; its exit code, or raise StockadeError (exit_code set)."""
+    from . import state
+
+    name = state.validate_name(options.name) if options.name else state.generate_name()
+    lock = state.RunLock(name)
+    try:
+        return Supervisor(options, name, str(state.state_dir())).run()
+    finally:
+        lock.release()
+
+
+@dataclass
+class _Setup:
+    listener: socket.socket | None = None
+    procfs: int | None = None
+    facts: dict[str, Any] | None = None
+    init_pid: int | None = None
+
+
+@dataclass
+class Supervisor:
+    options: RunOptions
+    name: str
+    state_dir: str
+    child: int = 0
+    failures: list[SetupError] = field(default_factory=list)
+    stopped: bool = False
+    timed_out: bool = False
+    interrupted: int = 0  # a signal that arrived before the command started
+    child_status: int | None = None
+    status_data: bytes = b""
+
+    def run(self) -> int:
+        host_listener = None
+        tls_dir = None
+        if self.options.isolation == LANDLOCK_ONLY:
+            host_listener, tls_dir = self._landlock_mode_resources()
+        req = Request(argv=self.options.argv, policy=self.options.policy, name=self.name,
+                      workdir=self.options.workdir, isolation=self.options.isolation,
+                      **({"proxy_port": host_listener.getsockname()[1], "tls_dir": tls_dir}
+                         if host_listener else {}))
+        prepared = prepare(req, state_dir=self.state_dir)
+        spec = prepared.spec
+        ctl, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        status_r, status_w = os.pipe2(os.O_CLOEXEC)
+        self.child = os.fork()  # main thread, no other thread exists yet
+        if self.child == 0:
+            self._become_launcher(spec, ctl, ctl_child, status_r, status_w, host_listener)
+        ctl_child.close()
+        os.close(status_w)
+        wake_r = self._install_signals()
+        try:
+            return self._supervise(spec, prepared, ctl, status_r, wake_r, host_listener)
+        finally:
+            if spec.terminal_fd is not None:
+                set_foreground(spec.terminal_fd, os.getpgrp())
+
+    def _landlock_mode_resources(self) -> tuple[socket.socket, str]:
+        from .isolation.namespaces import proxy_listener
+
+        tls_dir = os.path.join(self.state_dir, "sandboxes", self.name, "tls")
+        os.makedirs(tls_dir, mode=0o755, exist_ok=True)
+        return proxy_listener(port=0), tls_dir
+
+    def _become_launcher(self, spec: SandboxSpec, ctl: socket.socket, ctl_child: socket.socket,
+                         status_r: int, status_w: int, host_listener: socket.socket | None) -> None:
+        ctl.close()
+        os.close(status_r)
+        if host_listener is not None:
+            host_listener.close()
+        if spec.isolation == NAMESPACES:
+            from .isolation.launcher import run_launcher
+
+            run_launcher(spec, ctl_child, status_w)
+        from .isolation.init import run_init
+
+        run_init(spec, ctl_child, status_w, None)
+
+    def _install_signals(self) -> int:
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        for sig in (*FORWARDED, signal.SIGCHLD, signal.SIGCONT, signal.SIGTSTP):
+            signal.signal(sig, _noop)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        return wake_r
+
+    # -- phases ------------------------------------------------------------------------------
+
+    def _supervise(self, spec: SandboxSpec, prepared: Prepared, ctl: socket.socket, status_r: int,
+                   wake_r: int, host_listener: socket.socket | None) -> int:
+        from .network.ca import CertificateAuthority  # overlaps with the sandbox's setup
+
+        ca = CertificateAuthority.generate(self.name)
+        files = {CA_FILE: ca.certificate_pem, BUNDLE_FILE: ca.bundle_pem()}
+        if spec.isolation == LANDLOCK_ONLY:
+            _write_tls_files(spec.ca_dir, files)
+        setup = self._await_ready(ctl, status_r, wake_r)
+        if setup is None:
+            return self._finish(status_r)
+        listener = host_listener or setup.listener
+        assert listener is not None and setup.procfs is not None and setup.facts is not None
+        processes = SandboxProcesses(self.child if spec.isolation == NAMESPACES else None,
+                                     setup.init_pid or self.child)
+        proxy = serve_proxy(ProxyContext(self.name, self.options.policy, listener, setup.procfs, ca,
+                                         processes, spec.isolation))
+        try:
+            report = build_report(spec, prepared, setup.facts, self.options.policy.source,
+                                  f"127.0.0.1:{listener.getsockname()[1]}")
+            if not self.options.quiet:
+                print(format_report(report), file=sys.stderr, flush=True)
+            if spec.hard and report.not_enforced:
+                self._abort()
+                raise CommandFailed("hard_requirement: not enforced: " + "; ".join(report.not_enforced),
+                                    EXIT_STOCKADE_FAILURE)
+            names = list(files)
+            channel.send(ctl, "start", {"files": [[n, len(files[n])] for n in names]},
+                         blob=b"".join(files[n] for n in names))
+            self._loop(spec, ctl, status_r, wake_r, processes)
+            return self._finish(status_r)
+        finally:
+            proxy.close()
+
+    def _await_ready(self, ctl: socket.socket, status_r: int, wake_r: int) -> _Setup | None:
+        """Collect the listener, /proc and the facts; None when setup failed (or was interrupted)."""
+        setup = _Setup()
+        deadline = time.monotonic() + SETUP_TIMEOUT
+        with selectors.DefaultSelector() as sel:
+            sel.register(ctl, selectors.EVENT_READ, "ctl")
+            sel.register(wake_r, selectors.EVENT_READ, "signal")
+            while setup.facts is None:
+                events = sel.select(max(0.0, deadline - time.monotonic()))
+                if not events:
+                    self.failures.append(SetupError("setup", f"the sandbox was not ready after {SETUP_TIMEOUT:.0f}s"))
+                    self._abort()
+                    return None
+                for key, _ in events:
+                    if key.data == "signal":
+                        sigs = [s for s in _drain(wake_r) if s in FORWARDED and s != signal.SIGWINCH]
+                        if sigs:
+                            self.interrupted = sigs[0]
+                            self._abort()  # interrupted while starting: nothing to hand the signal to
+                            return None
+                        continue
+                    msg = channel.recv(ctl)
+                    if msg is None:
+                        return None  # the sandbox died; the status pipe says why
+                    if msg.kind == "launcher":
+                        setup.listener = socket.socket(fileno=msg.fds[0])
+                        setup.init_pid = msg.data["init_pid"]
+                    elif msg.kind == "procfs":
+                        setup.procfs = msg.fds[0]
+                    elif msg.kind == "ready":
+                        setup.facts = msg.data
+        return setup
+
+    def _loop(self, spec: SandboxSpec, ctl: socket.socket, status_r: int, wake_r: int,
+              processes: SandboxProcesses) -> None:
+        init = processes.init_pid
+        kill_at = term_at = None
+        if self.options.timeout is not None:
+            term_at = time.monotonic() + self.options.timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(ctl, selectors.EVENT_READ, "ctl")
+            sel.register(wake_r, selectors.EVENT_READ, "signal")
+            sel.register(status_r, selectors.EVENT_READ, "status")
+            while True:
+                due = [t for t in (term_at, kill_at) if t is not None]
+                wait = max(0.0, min(due) - time.monotonic()) if due else None
+                events = sel.select(wait)
+                now = time.monotonic()
+                if term_at is not None and now >= term_at:
+                    self.timed_out, term_at, kill_at = True, None, now + TIMEOUT_GRACE
+                    _kill(init, signal.SIGTERM)
+                if kill_at is not None and now >= kill_at:
+                    kill_at = None
+                    self._kill_all(spec, processes)
+                for key, _ in events:
+                    if key.data == "signal":
+                        if self._on_signals(_drain(wake_r), spec, init):
+                            return
+                    elif key.data == "ctl":
+                        msg = channel.recv(ctl)
+                        if msg is None:
+                            sel.unregister(ctl)
+                        elif msg.kind == "started":
+                            processes.agent_pid = msg.data["pid"]
+                        elif msg.kind == "stopped":
+                            self._stop_with_command(spec)
+                    elif key.data == "status":
+                        data = os.read(status_r, 65536)
+                        if not data:
+                            sel.unregister(status_r)
+                        self.status_data += data
+
+    def _on_signals(self, sigs: list[int], spec: SandboxSpec, init: int) -> bool:
+        """Handle signals; True once the sandbox's top process has exited."""
+        done = False
+        for sig in sigs:
+            if sig == signal.SIGCHLD:
+                done = done or self._reaped()
+            elif sig == signal.SIGCONT:
+                if self.stopped:
+                    self.stopped = False
+                    _kill(init, signal.SIGCONT)  # init gives the terminal back and continues it
+            else:
+                _kill(init, sig)
+        return done
+
+    def _reaped(self) -> bool:
+        try:
+            pid, status = os.waitpid(self.child, os.WNOHANG)
+        except ChildProcessError:
+            return True
+        if pid == 0:
+            return False
+        self.child_status = status
+        return True
+
+    def _stop_with_command(self, spec: SandboxSpec) -> None:
+        """The command stopped (Ctrl-Z): take the terminal back and stop ourselves, like sudo."""
+        if spec.terminal_fd is not None:
+            set_foreground(spec.terminal_fd, os.getpgrp())
+        self.stopped = True
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTSTP)  # stops here until the shell's `fg` sends SIGCONT
+        signal.signal(signal.SIGTSTP, _noop)
+
+    def _kill_all(self, spec: SandboxSpec, processes: SandboxProcesses) -> None:
+        _kill(processes.init_pid, signal.SIGKILL)  # PID 1: the kernel kills the whole pid namespace
+        if spec.isolation == LANDLOCK_ONLY and processes.agent_pid:
+            _kill(-processes.agent_pid, signal.SIGKILL)
+
+    def _abort(self) -> None:
+        _kill(self.child, signal.SIGKILL)
+
+    def _finish(self, status_r: int) -> int:
+        status = self.child_status
+        if status is None:
+            while True:
+                try:
+                    _, status = os.waitpid(self.child, 0)
+                    break
+                except InterruptedError:
+                    continue
+                except ChildProcessError:
+                    status = 0
+                    break
+        self.failures += channel.parse_failures(self.status_data + _read_all(status_r))
+        if self.failures:
+            raise _failure(self.failures[0])
+        if self.interrupted:
+            return 128 + self.interrupted
+        if self.timed_out:
+            return EXIT_TIMEOUT
+        return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+def build_report(spec: SandboxSpec, prepared: Prepared, facts: dict[str, Any], source: str, proxy: str) -> Report:
+    not_enforced = list(prepared.not_enforced)
+    abi = int(facts.get("landlock_abi", 0))
+    if abi == 0:
+        not_enforced.append(f"Landlock filesystem rules ({facts.get('landlock_unavailable')})"
+                            + ("; the mount view still limits what is visible" if spec.plan else ""))
+    notes = list(prepared.notes)
+    if spec.isolation == LANDLOCK_ONLY:
+        notes.insert(0, weaker_mode_text(abi, facts.get("landlock_tcp_port")))
+    if facts.get("detached"):
+        notes.append("hidden (could not be made read-only): " + ", ".join(facts["detached"]))
+    skipped = dict((p, why) for p, why in (spec.plan.skipped if spec.plan else ()))
+    skipped.update((p, why) for p, why in facts.get("landlock_skipped", []))
+    implicit = tuple(g.path for g in spec.landlock_grants if g.origin == "implicit")
+    return Report(
+        name=spec.name, isolation=spec.isolation, rootless=spec.run_as is None,
+        run_as=spec.run_as.user if spec.run_as else f"uid {spec.uid}",
+        namespaces=spec.namespaces, landlock_abi=abi,
+        landlock_unavailable=str(facts.get("landlock_unavailable") or ""),
+        landlock_rules=len(facts.get("landlock_rules", [])), landlock_implicit=implicit,
+        landlock_skipped=tuple(skipped.items()), landlock_scoped=bool(facts.get("landlock_scoped")),
+        landlock_tcp_port=facts.get("landlock_tcp_port"), seccomp_rules=int(facts.get("seccomp_rules", 0)),
+        proxy=proxy, policy_source=source, hidden_sockets=tuple(facts.get("hidden_sockets", [])),
+        scan_exhausted=str(facts.get("scan_exhausted") or ""),
+        state_dir_hidden=bool(facts.get("state_dir_hidden")), notes=tuple(notes),
+        not_enforced=tuple(not_enforced),
+    )
+
+
+def _failure(err: SetupError) -> CommandFailed:
+    if err.layer == "exec":
+        code = EXIT_NOT_FOUND if err.errno in (errno.ENOENT, errno.ENOTDIR) else EXIT_CANNOT_EXECUTE
+        return CommandFailed(err.message, code)
+    hint = None
+    if err.layer == "userns" or (err.layer == "mounts" and err.errno == errno.EPERM and os.geteuid() != 0):
+        from .isolation.namespaces import diagnose_userns, userns_sysctls
+
+        cause, fix = diagnose_userns(err.errno, userns_sysctls())
+        return CommandFailed(f"cannot create the sandbox: {cause} ({err.message})", EXIT_STOCKADE_FAILURE, fix)
+    return CommandFailed(f"sandbox setup failed ({err.layer}): {err.message}", EXIT_STOCKADE_FAILURE, hint)
+
+
+def _write_tls_files(directory: str, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        path = os.path.join(directory, name)
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, path)
+
+
+def _noop(signum: int, frame: object) -> None:
+    pass
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except OSError:
+        pass
+
+
+def _drain(fd: int) -> list[int]:
+    data = b""
+    while True:
+        try:
+            chunk = os.read(fd, 512)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return list(data)
+
+
+def _read_all(fd: int) -> bytes:
+    out = bytearray()
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while sel.select(2.0):
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            out += chunk
+    os.close(fd)
+    return bytes(out)
