@@ -1,0 +1,232 @@
+"""The forward-proxy adapter: absolute-form `http://` requests, with keep-alive.
+
+Each request on a client connection is decided on its own (host, port, then the L7 rules and
+the canonical target), so a kept-alive or pipelined connection cannot carry an unchecked
+request to another host (OpenShell forwards everything after the first request unchecked).
+The Host header is replaced by the URL's authority (RFC 9112 §3.2.2); hop-by-hop and Proxy-*
+fields are dropped; Via is added.
+
+Upstream connections are reused per (host, port, validated address) across client
+connections. A pooled connection is only reused after its address passes the SSRF rules of the
+*current* decision, so a policy reload that removes `allowed_ips` stops reuse at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..events.types import Action, HttpEvent, NetworkEvent
+from ..policy.l7 import INVALID_REQUEST
+from .exchange import HttpSession, Outcome, Route, TakeOver, upstream_head, wants_websocket
+from .http1 import Request
+from .limits import Limits
+from .pipeline import Caller
+from .placeholders import apply_secrets
+from .relay import Channel
+from .responses import ProxyError, bad_request, denied, use_connect
+from .target import Authority, is_https, parse_absolute_url, rewrite_host
+
+if TYPE_CHECKING:
+    from .addresses import IPAddress
+    from .server import ProxyServer
+
+INFERENCE_HOST = "inference.local"
+
+
+class SwitchToConnect(TakeOver):
+    """A CONNECT arrived on a kept-alive forward connection: the CONNECT adapter takes over."""
+
+    def __init__(self, request: Request) -> None:
+        super().__init__(request.target)
+        self.request = request
+
+
+class HandOver(TakeOver):
+    """A request for inference.local:80: the inference handler takes over the connection."""
+
+
+@dataclass(slots=True)
+class _Idle:
+    channel: Channel
+    address: IPAddress
+    timer: asyncio.TimerHandle | None = None
+
+
+class UpstreamPool:
+    """Idle upstream connections, newest first, with an idle timeout and global bounds."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self._idle: dict[tuple[str, int], list[_Idle]] = {}
+        self._count = 0
+
+    def take(self, host: str, port: int) -> _Idle | None:
+        entries = self._idle.get((host, port))
+        while entries:
+            entry = entries.pop()
+            self._count -= 1
+            if entry.timer is not None:
+                entry.timer.cancel()
+            ch = entry.channel
+            ch.on_data = ch.on_eof = None
+            if ch.closed or ch.eof or ch.buffered:
+                ch.close()
+                continue
+            return entry
+        return None
+
+    def put(self, host: str, port: int, channel: Channel, address: IPAddress) -> None:
+        key = (host, port)
+        entries = self._idle.setdefault(key, [])
+        if (channel.closed or channel.eof or channel.buffered
+                or len(entries) >= self.limits.pool_per_key
+                or self._count >= self.limits.pool_total):
+            channel.close()
+            return
+        entry = _Idle(channel, address)
+        # An idle upstream that speaks or closes is not reusable: drop it at once.
+        channel.on_data = lambda _data: self._evict(key, entry)
+        channel.on_eof = lambda: self._evict(key, entry)
+        entry.timer = asyncio.get_running_loop().call_later(
+            self.limits.pool_idle_timeout, self._evict, key, entry)
+        entries.append(entry)
+        self._count += 1
+
+    def _evict(self, key: tuple[str, int], entry: _Idle) -> None:
+        entries = self._idle.get(key)
+        if entries and entry in entries:
+            entries.remove(entry)
+            self._count -= 1
+        if entry.timer is not None:
+            entry.timer.cancel()
+        entry.channel.on_data = entry.channel.on_eof = None
+        entry.channel.close()
+
+    def close(self) -> None:
+        for key, entries in list(self._idle.items()):
+            for entry in list(entries):
+                self._evict(key, entry)
+        self._idle.clear()
+
+
+@dataclass(slots=True)
+class _Pending:
+    authority: Authority
+    path: str  # canonical path, credentials redacted (for events)
+    method: str
+    rule: str | None
+    reason: str
+    audit: bool
+    address: IPAddress
+    reused: bool
+
+
+class ForwardSession(HttpSession):
+    via = "forward"
+
+    def __init__(self, server: ProxyServer, client: Channel, caller: Caller) -> None:
+        super().__init__(client, server.limits, server.recorder, caller.actor)
+        self.server = server
+        self.caller = caller
+        self.pipeline = server.pipeline
+        self.pool = server.pool
+        self._pending: _Pending | None = None
+        self._authority: Authority | None = None
+
+    def host_port(self) -> tuple[str | None, int | None]:
+        a = self._authority
+        return (a.host, a.port) if a else (None, None)
+
+    async def route(self, request: Request) -> Route:
+        if request.method == "CONNECT":
+            raise SwitchToConnect(request)
+        url = parse_absolute_url(request.target)
+        auth = url.authority
+        self._authority = auth
+        caller = self.caller
+        if is_https(url):
+            self.recorder.record(NetworkEvent(
+                Action.DENIED, auth.host, auth.port, caller.actor, "forward", stage="malformed",
+                reason="https:// URL sent to the forward proxy (needs CONNECT)",
+                reason_code="use_connect"))
+            raise ProxyError(use_connect(auth.host, auth.port))
+        if auth.host == INFERENCE_HOST and auth.port == 80:
+            raise HandOver()
+        label = f"{request.method} {auth}{url.target.split('?', 1)[0]}"
+        decision = self.pipeline.decide(auth.host, auth.port, caller, "forward", label)
+        rd = decision.check_request(request.method, url.target)
+        path = rd.target.split("?", 1)[0]
+        secrets = self.server.secrets
+        shown = secrets.redact(path) if secrets is not None else path
+        if not rd.allowed:
+            status = 400 if rd.reason_code == INVALID_REQUEST else 403
+            self.recorder.record(HttpEvent(Action.DENIED, rd.method, auth.host, auth.port, shown,
+                                           self.actor, rd.rule, rd.reason, status))
+            if status == 400:
+                raise ProxyError(bad_request(rd.reason, error="invalid_target"))
+            raise ProxyError(denied(
+                error="policy_denied", detail=f"{rd.method} {auth}{shown} denied by L7 policy",
+                host=auth.host, port=auth.port, binary=caller.binary, policy=rd.rule,
+                reason=rd.reason, hint=rd.hint, extra={"rule": f"{rd.method} {shown}"}))
+        headers = rewrite_host(request.headers, auth)
+        target, headers = apply_secrets(self.server, caller, auth.host, auth.port, rd.target,
+                                        headers, self.recorder)
+        upgrade = wants_websocket(request)
+        head = upstream_head(request, target, headers, upgrade=upgrade, via=True)
+        upstream, address, reused = await self._upstream(decision, auth, label)
+        self._pending = _Pending(auth, shown, rd.method, rd.rule or decision.rule, rd.reason,
+                                 rd.audit, address, reused)
+        return Route(upstream, head, allow_upgrade=upgrade, via=True)
+
+    async def _upstream(self, decision, auth: Authority, label: str,
+                        ) -> tuple[Channel, IPAddress, bool]:
+        host, port, caller = auth.host, auth.port, self.caller
+        pooled = self.pool.take(host, port)
+        if pooled is not None:
+            try:
+                self.pipeline.recheck(decision, host, port, pooled.address, caller, "forward",
+                                      label)
+            except ProxyError:
+                pooled.channel.close()
+                raise
+            return pooled.channel, pooled.address, True
+        admission = await self.pipeline.admit(decision, host, port, caller, "forward", label)
+        channel, address = await self.pipeline.dial(admission, caller, "forward",
+                                                    lambda: Channel(self.limits))
+        self.pipeline.allowed(admission, caller, "forward", address)
+        return channel, address, False
+
+    async def exchange(self, request: Request, route: Route) -> Outcome:
+        outcome = await super().exchange(request, route)
+        pending = self._pending
+        if outcome.retryable and pending is not None and pending.reused:
+            # The pooled connection had gone stale; nothing reached the upstream's application.
+            route.upstream.close()
+            auth = pending.authority
+            label = f"{request.method} {auth}{pending.path}"
+            decision = self.pipeline.decide(auth.host, auth.port, self.caller, "forward", label)
+            admission = await self.pipeline.admit(decision, auth.host, auth.port, self.caller,
+                                                  "forward", label)
+            channel, address = await self.pipeline.dial(admission, self.caller, "forward",
+                                                        lambda: Channel(self.limits))
+            pending.address, pending.reused = address, False
+            route.upstream = channel
+            outcome = await super().exchange(request, route)
+        return outcome
+
+    def finished(self, request: Request, route: Route, outcome: Outcome) -> None:
+        pending = self._pending
+        self._pending = None
+        if pending is None:
+            return
+        action = Action.AUDIT if pending.audit else Action.ALLOWED
+        self.recorder.record(HttpEvent(action, pending.method, pending.authority.host,
+                                       pending.authority.port, pending.path, self.actor,
+                                       pending.rule, pending.reason, outcome.status))
+        if outcome.upstream_reusable and not outcome.upgraded:
+            self.pool.put(pending.authority.host, pending.authority.port, route.upstream,
+                          pending.address)
+        elif not outcome.upgraded:
+            route.upstream.close()

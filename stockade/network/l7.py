@@ -1,0 +1,120 @@
+"""The L7 relay inside a CONNECT tunnel (TLS-terminated, or plaintext HTTP).
+
+Every request on the tunnel is parsed and decided on its own with the engine's
+`check_request`, on the canonical target, which is what gets forwarded: the upstream serves
+exactly the path the rules were checked against (`/public/../secret` is checked and sent as
+`/secret`). `enforce` answers 403 JSON and closes, after the responses to earlier pipelined
+requests have been relayed in order; `audit` forwards and records. WebSocket upgrades are
+decided as the GET they are, then relayed raw. The Host header must name the tunnel's host.
+
+A hot reload applies to open tunnels: when the engine changed since the last request, the
+connection is decided again (and its dialled address re-validated) before the next request.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..events.types import Action, HttpEvent
+from ..policy.engine import Decision
+from ..policy.l7 import INVALID_REQUEST
+from .placeholders import apply_secrets
+from .exchange import HttpSession, Outcome, Route, upstream_head, wants_websocket
+from .http1 import HttpError, Request
+from .pipeline import Caller
+from .relay import Channel
+from .responses import ErrorResponse, ProxyError, bad_request, denied
+from .target import Authority, check_tunnel_host, parse_absolute_url
+
+if TYPE_CHECKING:
+    from ..policy.l7 import RequestDecision
+    from .addresses import IPAddress
+    from .server import ProxyServer
+
+
+class TunnelSession(HttpSession):
+    via = "connect"
+
+    def __init__(self, server: ProxyServer, client: Channel, upstream: Channel,
+                 authority: Authority, decision: Decision, caller: Caller, *, scheme: str,
+                 address: IPAddress | None = None,
+                 upstream_error: ErrorResponse | None = None) -> None:
+        super().__init__(client, server.limits, server.recorder, caller.actor)
+        self.server = server
+        self.upstream = upstream
+        self.authority = authority
+        self.decision = decision
+        self.caller = caller
+        self.scheme = scheme
+        self.address = address
+        self.upstream_error = upstream_error
+        self._current: tuple[RequestDecision, str] | None = None
+
+    def host_port(self) -> tuple[str | None, int | None]:
+        return self.authority.host, self.authority.port
+
+    def close(self) -> None:
+        super().close()
+        self.upstream.close()
+
+    def _origin_target(self, request: Request) -> str:
+        target = request.target
+        if target.startswith("/") or (target == "*" and request.method == "OPTIONS"):
+            return target
+        if "://" in target:
+            url = parse_absolute_url(target)
+            if url.authority != self.authority:
+                raise HttpError(421, f"request for {url.authority} inside the tunnel to "
+                                     f"{self.authority}")
+            return url.target
+        raise HttpError(400, f"invalid request-target {target[:80]!r}")
+
+    def _current_decision(self) -> Decision:
+        if self.server.policy.engine is self.decision.engine:
+            return self.decision
+        host, port = self.authority.host, self.authority.port
+        label = f"CONNECT {self.authority}"
+        decision = self.server.pipeline.decide(host, port, self.caller, "connect", label)
+        if self.address is not None:
+            self.server.pipeline.recheck(decision, host, port, self.address, self.caller,
+                                         "connect", label)
+        self.decision = decision
+        return decision
+
+    async def route(self, request: Request) -> Route:
+        if self.upstream_error is not None:
+            raise ProxyError(self.upstream_error)
+        if request.method == "CONNECT":
+            raise ProxyError(bad_request("CONNECT inside a tunnel is not supported"))
+        target = self._origin_target(request)
+        check_tunnel_host(request.headers, self.authority, request.version)
+        decision = self._current_decision()
+        rd = decision.check_request(request.method, target)
+        host, port = self.authority.host, self.authority.port
+        path = rd.target.split("?", 1)[0]
+        secrets = self.server.secrets
+        shown = secrets.redact(path) if secrets is not None else path
+        if not rd.allowed:
+            self.recorder.record(HttpEvent(Action.DENIED, rd.method, host, port, shown, self.actor,
+                                           rd.rule, rd.reason, 400 if rd.reason_code == INVALID_REQUEST else 403))
+            if rd.reason_code == INVALID_REQUEST:
+                raise ProxyError(bad_request(rd.reason, error="invalid_target"))
+            raise ProxyError(denied(
+                error="policy_denied", detail=f"{rd.method} {self.authority}{shown} denied by "
+                "L7 policy", host=host, port=port, binary=self.caller.binary, policy=rd.rule,
+                reason=rd.reason, hint=rd.hint, extra={"rule": f"{rd.method} {shown}"}))
+        forward_target, headers = apply_secrets(
+            self.server, self.caller, host, port, rd.target, request.headers, self.recorder)
+        upgrade = wants_websocket(request)
+        self._current = (rd, shown)
+        head = upstream_head(request, forward_target, headers, upgrade=upgrade, via=False)
+        return Route(self.upstream, head, allow_upgrade=upgrade, tied=True)
+
+    def finished(self, request: Request, route: Route, outcome: Outcome) -> None:
+        if self._current is None:
+            return
+        rd, shown = self._current
+        self._current = None
+        action = Action.AUDIT if rd.audit else Action.ALLOWED
+        self.recorder.record(HttpEvent(action, rd.method, self.authority.host, self.authority.port,
+                                       shown, self.actor, rd.rule, rd.reason, outcome.status))

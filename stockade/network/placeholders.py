@@ -1,0 +1,48 @@
+"""Credential placeholders on the proxy's HTTP paths (the SecretStore does the substitution).
+
+Only requests the proxy sees in plaintext are touched: the forward proxy and terminated or
+plaintext tunnels. A request that carries a placeholder is substituted when the secret is bound
+to the destination host, and refused (403, a finding) when it is not or cannot be resolved:
+neither the secret nor the placeholder then leaves the proxy. Requests without a placeholder
+pay one substring scan.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..events.types import FindingEvent
+from .http1 import Headers
+from .responses import ProxyError, denied
+
+if TYPE_CHECKING:
+    from .pipeline import Caller
+
+
+def apply_secrets(server: Any, caller: Caller, host: str, port: int, target: str,
+                  headers: Headers, recorder: Any) -> tuple[str, Headers]:
+    """(target, headers) to forward; raises ProxyError when a placeholder may not go there."""
+    secrets = server.secrets
+    if secrets is None:
+        return target, headers
+    blob = "\n".join([target, *(v for _, v in headers)]).encode("latin-1")
+    if not secrets.contains_placeholder(blob):
+        return target, headers
+    from .credentials import CredentialError
+    try:
+        sub = secrets.substitute(host, target, headers)
+    except CredentialError as exc:
+        code = getattr(exc, "code", "credential_refused")
+        key = getattr(exc, "key", None)
+        reason = str(exc)
+        recorder.record(FindingEvent(
+            "placeholder_misuse", f"credential placeholder refused for {host}:{port}", "high",
+            caller.actor, reason, host, port))
+        raise ProxyError(denied(
+            error="credential_refused", detail=f"a credential placeholder in this request may "
+            f"not be sent to {host}:{port}; the request was not forwarded", host=host, port=port,
+            binary=caller.binary, policy=None, reason=reason,
+            hint=(f"bind the secret to this host: stockade run --secret {key}={host}"
+                  if key else None),
+            extra={"reason_code": code})) from None
+    return sub.target, list(sub.headers)

@@ -1,0 +1,220 @@
+"""The proxy server: accept loop, per-connection identity, dispatch, concurrency cap.
+
+Embedding (the supervisor, `stockade proxy`, tests):
+
+    server = ProxyServer(PolicyHolder(engine), identity=resolver_or_None, leaf_cache=leaves,
+                         secrets=store_or_None, recorder=recorder, limits=Limits(),
+                         upstream_tls=ctx, inference=handler_or_None)
+    await server.serve(listener_socket)      # returns after close()
+    ...
+    await server.close()
+
+Every accepted connection starts as a forward-proxy session; a CONNECT (first request or a
+later one) hands the connection to the CONNECT adapter. The caller's identity is resolved once
+per connection, in a thread (procfs reads and first-time hashing block), overlapping with the
+arrival of the first request head.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ..events.types import Action, Actor, FindingEvent, NetworkEvent, NullRecorder, Recorder
+from .connect import ConnectHandler
+from .exchange import answer
+from .forward import HandOver, ForwardSession, SwitchToConnect, UpstreamPool
+from .http1 import encode_request_head
+from .limits import DEFAULT_LIMITS, Limits
+from .pipeline import Caller, EgressPipeline, EngineSource
+from .relay import Channel
+from .responses import ErrorResponse
+from .ssrf import Resolver, SystemResolver
+
+log = logging.getLogger("stockade.proxy")
+
+# The inference router's entry point: it owns `stream` (plaintext, positioned at the start of an
+# HTTP request) until it returns, then the proxy closes the connection. `scheme` is "https"
+# (CONNECT inference.local:443, TLS terminated by the proxy) or "http" (forward requests to
+# http://inference.local/, absolute-form targets). It must answer non-inference requests itself
+# (403) and must not serve requests for other hosts.
+InferenceHandler = Callable[[Channel, Actor, str], Awaitable[None]]
+
+_IDENTITY_CHANGE_CODES = frozenset({"binary_changed", "ancestor_changed"})
+
+
+def default_upstream_context(extra_ca_file: str | None = None) -> ssl.SSLContext:
+    """System roots (plus a private CA), HTTP/1.1 only: what upstream TLS is verified against."""
+    ctx = ssl.create_default_context()
+    if extra_ca_file:
+        ctx.load_verify_locations(cafile=extra_ca_file)
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+class _ClientChannel(Channel):
+    def __init__(self, server: ProxyServer) -> None:
+        super().__init__(server.limits)
+        self.server = server
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.server._accepted(self)
+
+
+class ProxyServer:
+    def __init__(
+        self,
+        policy: EngineSource,
+        *,
+        identity: Any = None,
+        leaf_cache: Any = None,
+        secrets: Any = None,
+        recorder: Recorder | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+        upstream_tls: ssl.SSLContext | None = None,
+        inference: InferenceHandler | None = None,
+        resolver: Resolver | None = None,
+    ) -> None:
+        self.policy = policy
+        self.identity = identity  # an IdentityResolver, or None: binaries are not checked
+        self.leaf_cache = leaf_cache
+        self.secrets = secrets
+        self.recorder: Recorder = recorder if recorder is not None else NullRecorder()
+        self.limits = limits
+        self.upstream_tls = upstream_tls if upstream_tls is not None else default_upstream_context()
+        self.inference = inference
+        self.pipeline = EgressPipeline(policy, resolver or SystemResolver(), limits, self.recorder)
+        self.pool = UpstreamPool(limits)
+        self._server: asyncio.AbstractServer | None = None
+        self._closed: asyncio.Future[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._executor: ThreadPoolExecutor | None = None
+        self.active = 0
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self, listener: socket.socket) -> None:
+        """Start accepting on `listener` (a bound, listening TCP socket) and return."""
+        loop = asyncio.get_running_loop()
+        listener.setblocking(False)
+        self._closed = loop.create_future()
+        if self.identity is not None:
+            self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="stockade-id")
+        self._server = await loop.create_server(lambda: _ClientChannel(self), sock=listener)
+
+    async def serve(self, listener: socket.socket) -> None:
+        """Serve until close() is called."""
+        await self.start(listener)
+        assert self._closed is not None
+        await asyncio.shield(self._closed)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.pool.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
+
+    @property
+    def sockets(self) -> list[socket.socket]:
+        return list(self._server.sockets) if self._server is not None else []
+
+    # -- connections ---------------------------------------------------------------------
+
+    def _accepted(self, client: _ClientChannel) -> None:
+        if self.active >= self.limits.max_connections:
+            client.write(ErrorResponse(
+                503, "too_many_connections", f"the proxy already serves "
+                f"{self.limits.max_connections} connections for this sandbox").encode())
+            client.close()
+            self.recorder.record(NetworkEvent(
+                Action.DENIED, "-", 0, Actor(), "connect", stage="limit",
+                reason="concurrent connection limit reached", reason_code="too_many_connections"))
+            return
+        self.active += 1
+        identity = self._identify(client)
+        task = asyncio.get_running_loop().create_task(self._handle(client, identity))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _identify(self, client: Channel) -> asyncio.Future[Caller] | None:
+        if self.identity is None or self._executor is None:
+            return None
+        transport = client.transport
+        assert transport is not None
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(self._executor, self._resolve, (peer[0], peer[1]),
+                                    (local[0], local[1]))
+
+    def _resolve(self, peer: tuple[str, int], local: tuple[str, int]) -> Caller:
+        try:
+            ident = self.identity.resolve(peer, local)
+        except Exception as exc:  # IdentityError, or an unexpected procfs failure: deny
+            code = getattr(exc, "code", "identity_failed")
+            if code in _IDENTITY_CHANGE_CODES:
+                self.recorder.record(FindingEvent(
+                    "binary_changed", "executable changed since first use", "critical",
+                    Actor(), getattr(exc, "message", str(exc))))
+            return Caller(Actor(), identity_error=exc)
+        actor = Actor(ident.binary, ident.pid, tuple(ident.ancestors), ident.sha256)
+        return Caller(actor, ident.binary, tuple(ident.ancestors))
+
+    async def _handle(self, client: _ClientChannel,
+                      identity: asyncio.Future[Caller] | None) -> None:
+        try:
+            caller = await identity if identity is not None else Caller.anonymous()
+            session = ForwardSession(self, client, caller)
+            try:
+                await session.run()
+            except SwitchToConnect as switch:
+                early = session.reader.take_buffer()
+                error = await ConnectHandler(self, client, caller).handle(switch.request, early)
+                if error is not None:
+                    await answer(client, error)
+                else:
+                    client.close()
+            except HandOver:
+                await self._inference_forward(session, client, caller)
+        except asyncio.CancelledError:
+            client.abort()
+            raise
+        except Exception:
+            log.exception("proxy connection failed")
+            with contextlib.suppress(Exception):
+                await answer(client, ErrorResponse(500, "internal_error",
+                                                   "the proxy failed on this connection"))
+            client.abort()
+        finally:
+            self.active -= 1
+
+    async def _inference_forward(self, session: ForwardSession, client: Channel,
+                                 caller: Caller) -> None:
+        request = session.reader.current
+        handler = self.inference
+        if handler is None or request is None:
+            await answer(client, ErrorResponse(
+                503, "inference_unavailable", "inference.local is not configured for this "
+                "sandbox (no inference routes)", {"host": "inference.local", "port": 80}))
+            return
+        # Give the handler the connection positioned at the start of this request.
+        head = encode_request_head(request.method, request.target, request.headers)
+        client.unread(head + session.reader.take_buffer())
+        try:
+            await handler(client, caller.actor, "http")
+        finally:
+            client.close()
