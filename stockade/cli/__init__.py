@@ -15,6 +15,7 @@ from .. import __version__
 # name -> "module:attribute" of a click command or group.
 COMMANDS: dict[str, str] = {
     "policy": "stockade.cli.policy:policy",
+    "proxy": "stockade.cli.proxy:proxy",
     "run": "stockade.cli.run:run",
 }
 
