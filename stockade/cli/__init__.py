@@ -14,6 +14,9 @@ from .. import __version__
 
 # name -> "module:attribute" of a click command or group.
 COMMANDS: dict[str, str] = {
+    "list": "stockade.cli.list:list_sandboxes",
+    "logs": "stockade.cli.logs:logs",
+    "rules": "stockade.cli.rules:rules",
     "policy": "stockade.cli.policy:policy",
     "proxy": "stockade.cli.proxy:proxy",
     "run": "stockade.cli.run:run",
