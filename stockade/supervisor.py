@@ -16,20 +16,22 @@ import selectors
 import signal
 import socket
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, EXIT_STOCKADE_FAILURE, EXIT_TIMEOUT, StockadeError
 from .isolation import channel
 from .isolation.channel import SetupError
+from .isolation.camint import CaMaterial
 from .isolation.environment import BUNDLE_FILE, CA_FILE
-from .isolation.prepare import Prepared, Request, prepare
-from .isolation.report import Report, format_report, weaker_mode_text
 from .isolation.spec import LANDLOCK_ONLY, NAMESPACES, SandboxSpec
 from .isolation.terminal import set_foreground
-from .policy.model import Policy
+
+if TYPE_CHECKING:  # the policy package is imported after the launcher is forked
+    from .isolation.prepare import Prepared
+    from .isolation.report import Report
+    from .policy.model import Policy
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
              signal.SIGUSR2, signal.SIGWINCH)
@@ -40,7 +42,8 @@ SETUP_TIMEOUT = 60.0  # a sandbox that is not ready by then is broken
 @dataclass(frozen=True, slots=True)
 class RunOptions:
     argv: tuple[str, ...]
-    policy: Policy
+    policy_path: str | None = None  # None: the built-in default policy
+    policy: Policy | None = None  # an already loaded policy (wins over policy_path)
     name: str | None = None
     workdir: str | None = None
     timeout: float | None = None
@@ -74,7 +77,7 @@ class ProxyContext:
     policy: Policy
     listener: socket.socket  # listening; created inside the sandbox's netns (landlock mode: host)
     procfs: int  # O_PATH fd of the sandbox's /proc: openat(procfs, "<pid>/net/tcp"), ...
-    ca: Any  # stockade.network.ca.CertificateAuthority (key in memory only)
+    ca: CaMaterial  # PEMs in memory; ca.load() -> CertificateAuthority (imports cryptography)
     processes: SandboxProcesses
     isolation: str  # NAMESPACES | LANDLOCK_ONLY
 
@@ -90,9 +93,12 @@ class PlaceholderProxy:
     """Answers every connection with 403 until the real proxy replaces `serve_proxy`."""
 
     def __init__(self, listener: socket.socket) -> None:
+        import threading
+
+        self._threading = threading
         self._listener = listener
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
-        self._thread = threading.Thread(target=self._serve, name="stockade-proxy", daemon=True)
+        self._thread = self._threading.Thread(target=self._serve, name="stockade-proxy", daemon=True)
         self._thread.start()
 
     def _serve(self) -> None:
@@ -107,7 +113,7 @@ class PlaceholderProxy:
                         conn, _addr = self._listener.accept()
                     except OSError:
                         continue
-                    threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+                    self._threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
 
     @staticmethod
     def _answer(conn: socket.socket) -> None:
@@ -137,16 +143,20 @@ def serve_proxy(ctx: ProxyContext) -> ProxyServer:
 
 # -- the supervisor ---------------------------------------------------------------------------
 
+def load_policy(path: str | None) -> Policy:
+    """The policy at `path`, or the built-in default; PolicyError (exit 125) lists every error."""
+    if path is None:
+        from .policy.default import default_policy
+
+        return default_policy()
+    from .policy.loader import load_policy_file
+
+    return load_policy_file(path)
+
+
 def run_sandbox(options: RunOptions) -> int:
     """Run the command in a sandbox; its exit code, or raise StockadeError (exit_code set)."""
-    from . import state
-
-    name = state.validate_name(options.name) if options.name else state.generate_name()
-    lock = state.RunLock(name)
-    try:
-        return Supervisor(options, name, str(state.state_dir())).run()
-    finally:
-        lock.release()
+    return Supervisor(options).run()
 
 
 @dataclass
@@ -160,8 +170,8 @@ class _Setup:
 @dataclass
 class Supervisor:
     options: RunOptions
-    name: str
-    state_dir: str
+    name: str = ""
+    policy: Any = None  # the loaded Policy
     child: int = 0
     failures: list[SetupError] = field(default_factory=list)
     stopped: bool = False
@@ -171,50 +181,77 @@ class Supervisor:
     status_data: bytes = b""
 
     def run(self) -> int:
-        host_listener = None
-        tls_dir = None
-        if self.options.isolation == LANDLOCK_ONLY:
-            host_listener, tls_dir = self._landlock_mode_resources()
-        req = Request(argv=self.options.argv, policy=self.options.policy, name=self.name,
-                      workdir=self.options.workdir, isolation=self.options.isolation,
-                      **({"proxy_port": host_listener.getsockname()[1], "tls_dir": tls_dir}
-                         if host_listener else {}))
-        prepared = prepare(req, state_dir=self.state_dir)
-        spec = prepared.spec
+        from .isolation.launcher import Early
+        from .isolation.namespaces import NAMESPACES_ROOT, NAMESPACES_ROOTLESS, PROXY_PORT, proxy_listener
+
+        from . import state
+
+        self.name = state.validate_name(self.options.name) if self.options.name else state.generate_name()
+        landlock_mode = self.options.isolation == LANDLOCK_ONLY
+        host_listener = proxy_listener(port=0) if landlock_mode else None
+        rootless = os.geteuid() != 0
+        early = Early(
+            isolation=self.options.isolation,
+            namespaces=() if landlock_mode else (NAMESPACES_ROOTLESS if rootless else NAMESPACES_ROOT),
+            uid=os.getuid(), gid=os.getgid(), supervisor_pid=os.getpid(),
+            proxy_port=host_listener.getsockname()[1] if host_listener else PROXY_PORT,
+        )
         ctl, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
-        self.child = os.fork()  # main thread, no other thread exists yet
+        self.child = os.fork()  # first thing, from the main thread: no other thread exists yet
         if self.child == 0:
-            self._become_launcher(spec, ctl, ctl_child, status_r, status_w, host_listener)
+            ctl.close()
+            os.close(status_r)
+            if host_listener is not None:
+                host_listener.close()
+            from .isolation.launcher import child_main
+
+            child_main(early, ctl_child, status_w)
         ctl_child.close()
         os.close(status_w)
+        from .isolation.camint import fork_minter
+
+        minter = fork_minter(self.name, close=(ctl.fileno(), status_r))  # the CA, on the other core
         wake_r = self._install_signals()
         try:
-            return self._supervise(spec, prepared, ctl, status_r, wake_r, host_listener)
+            prepared, lock = self._prepare(early.proxy_port)
+        except BaseException:
+            self._abort()
+            self._wait_child()
+            raise
+        spec = prepared.spec
+        try:
+            try:
+                channel.send(ctl, "spec", blob=_pickle(spec))
+            except OSError:
+                return self._finish(status_r)  # the child died during its setup: it says why
+            return self._supervise(spec, prepared, ctl, status_r, wake_r, host_listener, minter)
         finally:
+            lock.release()
             if spec.terminal_fd is not None:
                 set_foreground(spec.terminal_fd, os.getpgrp())
 
-    def _landlock_mode_resources(self) -> tuple[socket.socket, str]:
-        from .isolation.namespaces import proxy_listener
+    def _prepare(self, proxy_port: int) -> tuple[Prepared, Any]:
+        """Load the policy, name and lock the sandbox, decide the spec (runs beside the launcher)."""
+        from . import state
+        from .isolation.prepare import Request, prepare
 
-        tls_dir = os.path.join(self.state_dir, "sandboxes", self.name, "tls")
-        os.makedirs(tls_dir, mode=0o755, exist_ok=True)
-        return proxy_listener(port=0), tls_dir
-
-    def _become_launcher(self, spec: SandboxSpec, ctl: socket.socket, ctl_child: socket.socket,
-                         status_r: int, status_w: int, host_listener: socket.socket | None) -> None:
-        ctl.close()
-        os.close(status_r)
-        if host_listener is not None:
-            host_listener.close()
-        if spec.isolation == NAMESPACES:
-            from .isolation.launcher import run_launcher
-
-            run_launcher(spec, ctl_child, status_w)
-        from .isolation.init import run_init
-
-        run_init(spec, ctl_child, status_w, None)
+        policy = self.options.policy or load_policy(self.options.policy_path)
+        self.policy = policy
+        lock = state.RunLock(self.name)
+        try:
+            state_dir = str(state.state_dir())
+            extra: dict[str, Any] = {}
+            if self.options.isolation == LANDLOCK_ONLY:
+                tls_dir = os.path.join(state_dir, "sandboxes", self.name, "tls")
+                os.makedirs(tls_dir, mode=0o755, exist_ok=True)
+                extra = {"proxy_port": proxy_port, "tls_dir": tls_dir}
+            req = Request(argv=self.options.argv, policy=policy, name=self.name, workdir=self.options.workdir,
+                          isolation=self.options.isolation, **extra)
+            return prepare(req, state_dir=state_dir), lock
+        except BaseException:
+            lock.release()
+            raise
 
     def _install_signals(self) -> int:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -227,11 +264,16 @@ class Supervisor:
     # -- phases ------------------------------------------------------------------------------
 
     def _supervise(self, spec: SandboxSpec, prepared: Prepared, ctl: socket.socket, status_r: int,
-                   wake_r: int, host_listener: socket.socket | None) -> int:
-        from .network.ca import CertificateAuthority  # overlaps with the sandbox's setup
+                   wake_r: int, host_listener: socket.socket | None, minter: tuple[int, int]) -> int:
+        from .isolation.camint import receive
 
-        ca = CertificateAuthority.generate(self.name)
-        files = {CA_FILE: ca.certificate_pem, BUNDLE_FILE: ca.bundle_pem()}
+        try:
+            ca = receive(*minter)
+        except OSError as exc:
+            self._abort()
+            self._wait_child()
+            raise CommandFailed(f"sandbox setup failed (ca): {exc}", EXIT_STOCKADE_FAILURE) from None
+        files = {CA_FILE: ca.certificate_pem, BUNDLE_FILE: ca.bundle_pem}
         if spec.isolation == LANDLOCK_ONLY:
             _write_tls_files(spec.ca_dir, files)
         setup = self._await_ready(ctl, status_r, wake_r)
@@ -241,10 +283,12 @@ class Supervisor:
         assert listener is not None and setup.procfs is not None and setup.facts is not None
         processes = SandboxProcesses(self.child if spec.isolation == NAMESPACES else None,
                                      setup.init_pid or self.child)
-        proxy = serve_proxy(ProxyContext(self.name, self.options.policy, listener, setup.procfs, ca,
+        proxy = serve_proxy(ProxyContext(self.name, self.policy, listener, setup.procfs, ca,
                                          processes, spec.isolation))
         try:
-            report = build_report(spec, prepared, setup.facts, self.options.policy.source,
+            from .isolation.report import format_report
+
+            report = build_report(spec, prepared, setup.facts, self.policy.source,
                                   f"127.0.0.1:{listener.getsockname()[1]}")
             if not self.options.quiet:
                 print(format_report(report), file=sys.stderr, flush=True)
@@ -373,18 +417,16 @@ class Supervisor:
     def _abort(self) -> None:
         _kill(self.child, signal.SIGKILL)
 
+    def _wait_child(self) -> int:
+        if self.child_status is None:
+            try:
+                _, self.child_status = os.waitpid(self.child, 0)
+            except ChildProcessError:
+                self.child_status = 0
+        return self.child_status
+
     def _finish(self, status_r: int) -> int:
-        status = self.child_status
-        if status is None:
-            while True:
-                try:
-                    _, status = os.waitpid(self.child, 0)
-                    break
-                except InterruptedError:
-                    continue
-                except ChildProcessError:
-                    status = 0
-                    break
+        status = self._wait_child()
         self.failures += channel.parse_failures(self.status_data + _read_all(status_r))
         if self.failures:
             raise _failure(self.failures[0])
@@ -398,6 +440,8 @@ class Supervisor:
 # -- helpers ----------------------------------------------------------------------------------
 
 def build_report(spec: SandboxSpec, prepared: Prepared, facts: dict[str, Any], source: str, proxy: str) -> Report:
+    from .isolation.report import Report, weaker_mode_text
+
     not_enforced = list(prepared.not_enforced)
     abi = int(facts.get("landlock_abi", 0))
     if abi == 0:
@@ -437,6 +481,12 @@ def _failure(err: SetupError) -> CommandFailed:
         cause, fix = diagnose_userns(err.errno, userns_sysctls())
         return CommandFailed(f"cannot create the sandbox: {cause} ({err.message})", EXIT_STOCKADE_FAILURE, fix)
     return CommandFailed(f"sandbox setup failed ({err.layer}): {err.message}", EXIT_STOCKADE_FAILURE, hint)
+
+
+def _pickle(spec: SandboxSpec) -> bytes:
+    import pickle
+
+    return pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _write_tls_files(directory: str, files: dict[str, bytes]) -> None:

@@ -34,20 +34,9 @@ def run(policy_path: str | None, name: str | None, workdir: str | None, timeout:
     try:
         from ..supervisor import RunOptions, run_sandbox
 
-        policy = _load_policy(policy_path)
-        code = run_sandbox(RunOptions(argv=command, policy=policy, name=name, workdir=workdir,
+        code = run_sandbox(RunOptions(argv=command, policy_path=policy_path, name=name, workdir=workdir,
                                       timeout=timeout, quiet=quiet, isolation=isolation))
     except StockadeError as exc:
         click.echo(f"stockade: {exc}", err=True)
         sys.exit(exc.exit_code if exc.exit_code else EXIT_STOCKADE_FAILURE)
     sys.exit(code)
-
-
-def _load_policy(path: str | None):  # -> Policy
-    if path is None:
-        from ..policy.default import default_policy
-
-        return default_policy()
-    from ..policy.loader import load_policy_file
-
-    return load_policy_file(path)

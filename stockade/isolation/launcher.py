@@ -1,31 +1,57 @@
 """The launcher: the supervisor's child that enters the new namespaces and forks init.
 
+The supervisor forks it first thing (from its main thread, before any other thread exists),
+so the launcher's imports and namespace setup overlap with the supervisor loading the policy
+on the other core. The launcher then receives the SandboxSpec over the control socket.
+
 unshare(CLONE_NEWPID) only moves the caller's *children* into the new pid namespace, so the
 launcher stays outside, forks init (PID 1 inside), waits for it and exits with its status. It
 dies with the supervisor (PR_SET_PDEATHSIG, with getppid() checked against the race), which
 takes init, and so the whole pid namespace, with it.
 
-In the landlock-only mode there is no launcher: the supervisor forks init directly.
+In the landlock-only mode there is no launcher: the supervisor's child becomes init directly.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import socket
+from dataclasses import dataclass
 from typing import NoReturn
 
 from . import channel, libc, namespaces
 from .channel import SetupError, report_failure
-from .init import run_init
-from .spec import SandboxSpec
+from .spec import NAMESPACES, SandboxSpec
 
 EXIT_SETUP = 125
 
 
-def run_launcher(spec: SandboxSpec, ctl: socket.socket, status_fd: int) -> NoReturn:
+@dataclass(frozen=True, slots=True)
+class Early:
+    """What the child knows when it is forked, before the policy is loaded."""
+
+    isolation: str
+    namespaces: tuple[str, ...]
+    uid: int
+    gid: int
+    supervisor_pid: int
+    proxy_port: int
+
+
+def child_main(early: Early, ctl: socket.socket, status_fd: int) -> NoReturn:
+    """Entry point of the supervisor's child (never returns)."""
     try:
-        _run(spec, ctl, status_fd)
+        _ignore_terminal_signals()
+        if early.isolation == NAMESPACES:
+            _launcher(early, ctl, status_fd)
+        else:
+            _preload()
+            spec = _receive_spec(ctl)
+            from .init import run_init
+
+            run_init(spec, ctl, status_fd, None)
     except SetupError as exc:
         report_failure(status_fd, exc)
     except BaseException as exc:
@@ -33,22 +59,49 @@ def run_launcher(spec: SandboxSpec, ctl: socket.socket, status_fd: int) -> NoRet
     os._exit(EXIT_SETUP)
 
 
-def _run(spec: SandboxSpec, ctl: socket.socket, status_fd: int) -> NoReturn:
+def _ignore_terminal_signals() -> None:
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(sig, signal.SIG_IGN)  # the terminal's signals are the supervisor's to forward
     os.setpgid(0, 0)  # out of the terminal's foreground group: no signal arrives twice
-    namespaces.enter(spec.namespaces, uid=spec.uid, gid=spec.gid, hostname=spec.name)
+
+
+def _preload() -> None:
+    """Import what init and the command's pre-exec code need, and bind the C libraries, now:
+    in parallel with the supervisor's policy loading, and before pivot_root hides them."""
+    from . import init  # noqa: F401  (imports mounts, landlock, seccomp, agent)
+    from .landlock import preload
+    from .seccomp import load_pyseccomp
+
+    load_pyseccomp()
+    preload()
+
+
+def _receive_spec(ctl: socket.socket) -> SandboxSpec:
+    msg = channel.recv(ctl)
+    if msg is None or msg.kind != "spec":
+        os._exit(EXIT_SETUP)  # the supervisor gave up before the sandbox started (it says why)
+    return pickle.loads(msg.blob)
+
+
+def _launcher(early: Early, ctl: socket.socket, status_fd: int) -> NoReturn:
+    namespaces.enter(early.namespaces, uid=early.uid, gid=early.gid)
     libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != spec.supervisor_pid:
+    if os.getppid() != early.supervisor_pid:
         os._exit(EXIT_SETUP)  # the supervisor died before PR_SET_PDEATHSIG took hold
     namespaces.loopback_up()
-    listener = namespaces.proxy_listener(port=spec.proxy_port)
+    listener = namespaces.proxy_listener(port=early.proxy_port)
+    _preload()
+    spec = _receive_spec(ctl)
+    if "uts" in spec.namespaces:
+        socket.sethostname(spec.name)
     lifeline_r, lifeline_w = os.pipe2(os.O_CLOEXEC)
     init_pid = os.fork()
     if init_pid == 0:
         os.close(lifeline_w)
         listener.close()
+        from .init import run_init
+
         run_init(spec, ctl, status_fd, lifeline_r)
     os.close(lifeline_r)
     channel.send(ctl, "launcher", {"init_pid": init_pid}, fds=(listener.fileno(),))
@@ -61,4 +114,4 @@ def _run(spec: SandboxSpec, ctl: socket.socket, status_fd: int) -> NoReturn:
             break
         except InterruptedError:
             continue
-    os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))
+    os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))

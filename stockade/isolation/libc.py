@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -58,9 +57,10 @@ _SYSCALLS = {
 
 
 def _nr(name: str) -> int:
-    table = _SYSCALLS.get(platform.machine())
+    machine = os.uname().machine
+    table = _SYSCALLS.get(machine)
     if table is None:
-        raise OSError(0, f"unsupported architecture {platform.machine()!r} (x86_64 and aarch64 are)")
+        raise OSError(0, f"unsupported architecture {machine!r} (x86_64 and aarch64 are)")
     return table[name]
 
 

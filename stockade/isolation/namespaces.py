@@ -30,7 +30,7 @@ PROXY_HOST = "127.0.0.1"
 PROXY_PORT = 3128
 
 
-def enter(names: tuple[str, ...], *, uid: int, gid: int, hostname: str) -> None:
+def enter(names: tuple[str, ...], *, uid: int, gid: int) -> None:
     flags = 0
     for name in names:
         flags |= _FLAGS[name]
@@ -41,8 +41,6 @@ def enter(names: tuple[str, ...], *, uid: int, gid: int, hostname: str) -> None:
         raise SetupError(layer, f"unshare({'+'.join(names)}) failed: {exc.strerror}", exc.errno or 0) from None
     if "user" in names:
         _map_identity(uid, gid)
-    if "uts" in names:
-        socket.sethostname(hostname)
 
 
 def _map_identity(uid: int, gid: int) -> None:
