@@ -145,6 +145,7 @@ class ForwardSession(HttpSession):
         url = parse_absolute_url(request.target)
         auth = url.authority
         self._authority = auth
+        headers = rewrite_host(request.headers, auth)  # malformed Host fields: 400 first
         caller = self.caller
         if is_https(url):
             self.recorder.record(NetworkEvent(
@@ -170,7 +171,6 @@ class ForwardSession(HttpSession):
                 error="policy_denied", detail=f"{rd.method} {auth}{shown} denied by L7 policy",
                 host=auth.host, port=auth.port, binary=caller.binary, policy=rd.rule,
                 reason=rd.reason, hint=rd.hint, extra={"rule": f"{rd.method} {shown}"}))
-        headers = rewrite_host(request.headers, auth)
         target, headers = apply_secrets(self.server, caller, auth.host, auth.port, rd.target,
                                         headers, self.recorder)
         upgrade = wants_websocket(request)
