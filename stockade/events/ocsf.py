@@ -23,6 +23,7 @@ because the endpoint enforces in audit mode) is Allowed / Detected.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 from typing import Any
@@ -157,7 +158,10 @@ def _endpoint(host: str | None, port: int | None) -> dict[str, Any]:
     return out
 
 
+@functools.lru_cache(maxsize=4096)  # hosts repeat; parsing an address is the costly part of a mapping
 def _is_ip(text: str) -> bool:
+    if not text or (":" not in text and not text[-1].isdigit()):
+        return False
     try:
         ipaddress.ip_address(text)
     except ValueError:

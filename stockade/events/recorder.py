@@ -81,8 +81,10 @@ class StoreRecorder:
         # Producers only ever increment `_dropped_total`; the writer only `_dropped_reported`.
         self._dropped_total = 0
         self._dropped_reported = 0
+        # lag: from an event's time_ms to its commit; commit: time inside the SQLite transaction.
         self._stats = {"committed": 0, "batches": 0, "write_errors": 0, "lost": 0, "invalid": 0,
-                       "max_lag_ms": 0, "proposal_flushes": 0, "pruned": 0}
+                       "max_lag_ms": 0, "lag_ms_total": 0, "commit_us_total": 0, "max_commit_us": 0,
+                       "proposal_flushes": 0, "pruned": 0}
         self._warned = False
         self._thread = threading.Thread(target=self._run, name=f"stockade-recorder-{sandbox}", daemon=True)
 
@@ -233,6 +235,7 @@ class StoreRecorder:
                 self._log.flush()
             except OSError as exc:
                 self._warn(f"recorder: cannot write the log file: {exc}")
+        started = time.perf_counter()
         for attempt in range(_DB_RETRIES):
             try:
                 self._store.insert_batch(rows, run_id=self.run_id, allowed=allowed, denied=denied, dropped=dropped)
@@ -244,10 +247,16 @@ class StoreRecorder:
                     self._warn(f"recorder: {len(rows)} events lost: {exc}")
                     return
                 time.sleep(0.1 * (attempt + 1))
-        self._stats["committed"] += len(rows)
-        self._stats["batches"] += 1
+        st = self._stats
+        commit_us = int((time.perf_counter() - started) * 1e6)
+        st["commit_us_total"] += commit_us
+        st["max_commit_us"] = max(st["max_commit_us"], commit_us)
+        st["committed"] += len(rows)
+        st["batches"] += 1
         if oldest is not None:
-            self._stats["max_lag_ms"] = max(self._stats["max_lag_ms"], now_ms() - oldest)
+            t = now_ms()
+            st["max_lag_ms"] = max(st["max_lag_ms"], t - oldest)
+            st["lag_ms_total"] += sum(t - r[2] for r in rows)
 
     def _flush_proposals(self) -> None:
         summaries = self.aggregator.drain()
