@@ -182,6 +182,10 @@ def _content_length(headers: Headers) -> int | None:
     return int(values[0])
 
 
+def _is_pause(exc: Exception) -> bool:
+    return str(exc).startswith("Pause on")
+
+
 def parse_request_head(head: bytes, limits: Limits) -> Request:
     """Parse one complete request head (ending in CRLF CRLF)."""
     c = _Collector()
@@ -191,7 +195,8 @@ def parse_request_head(head: bytes, limits: Limits) -> Request:
     except httptools.HttpParserUpgrade:
         pass  # CONNECT or an Upgrade request: only the head was fed, nothing is lost
     except httptools.HttpParserError as exc:
-        raise HttpError(400, f"malformed request head: {exc}") from None
+        if not (c.done and _is_pause(exc)):
+            raise HttpError(400, f"malformed request head: {exc}") from None
     if not c.done:
         raise HttpError(400, "malformed request head")
     version = parser.get_http_version()
@@ -224,7 +229,10 @@ def parse_response_head(head: bytes, limits: Limits, request_method: str) -> Res
     except httptools.HttpParserUpgrade:
         pass  # a 101: the caller switches protocols
     except httptools.HttpParserError as exc:
-        raise HttpError(502, f"malformed response head from upstream: {exc}") from None
+        # llhttp pauses after any 101 head, also one without `Connection: upgrade`; the head
+        # itself is complete and valid then, and the caller decides what a 101 means.
+        if not (c.done and _is_pause(exc)):
+            raise HttpError(502, f"malformed response head from upstream: {exc}") from None
     if not c.done:
         raise HttpError(502, "malformed response head from upstream")
     version = parser.get_http_version()

@@ -123,6 +123,8 @@ def check_address(addr: IPAddress, port: int, allow: Allowlist | None) -> str | 
     if allow is None:
         if verdict.klass is AddressClass.PUBLIC:
             return None
+        if verdict.klass is AddressClass.BLOCKED:
+            return f"{addr} is {verdict.reason}, which is never allowed"
         return f"{addr} is {verdict.reason}; internal addresses need the endpoint's allowed_ips"
     if allow.error:
         return allow.error
