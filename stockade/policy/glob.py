@@ -38,7 +38,7 @@ class GlobError(ValueError):
 
 
 # Tokens of one alternative after brace expansion.
-_STAR, _ANY1, _SEP = "*", "?", "/"  # ("lit", c) and ("class", regex) are tuples
+_STAR, _DSTAR, _ANY1, _SEP = "*", "**", "?", "/"  # ("lit", c), ("class", regex) are tuples
 _Token = str | tuple[str, str]
 SegmentMatcher = Callable[[str], object]  # truthy when the segment matches
 DSTAR = None  # a whole-segment `**` in a compiled alternative
@@ -85,6 +85,14 @@ def _parse(pattern: str, sep: str) -> list[list[_Token]]:
                                     f"{MAX_ALTERNATIVES} alternatives")
             elif c == "}":
                 raise GlobError(f"pattern {pattern!r} has an unmatched '}}' at offset {pos - 1}")
+            elif c == "*" and pattern[pos:pos + 1] == "*":
+                # `**` crosses separators only when the pattern text has a separator (or the
+                # start/end) on both sides, as in globset; `{/,x}**` or `a**` are plain stars.
+                before = pos - 2 < 0 or pattern[pos - 2] == sep
+                after = pos + 1 >= len(pattern) or pattern[pos + 1] == sep
+                pos += 1
+                toks: list[_Token] = [_DSTAR] if before and after else [_STAR, _STAR]
+                alts = [a + toks for a in alts]
             else:
                 tok = _SEP if c == sep else _STAR if c == "*" else _ANY1 if c == "?" else ("lit", c)
                 alts = [a + [tok] for a in alts]
@@ -130,11 +138,11 @@ def _segment_matcher(tokens: list[_Token]) -> SegmentMatcher:
     """A matcher for one segment (no separators inside)."""
     if all(isinstance(t, tuple) and t[0] == "lit" for t in tokens):
         return "".join(t[1] for t in tokens).__eq__  # type: ignore[index]
-    if all(t == _STAR for t in tokens):
+    if all(t in (_STAR, _DSTAR) for t in tokens):
         return _always
     chunks: list[str] = [""]
     for tok in tokens:
-        if tok == _STAR:
+        if tok in (_STAR, _DSTAR):
             if chunks[-1] or len(chunks) == 1:
                 chunks.append("")
             continue
@@ -245,7 +253,7 @@ def compile_glob(pattern: str, sep: str = "/") -> Glob:
                 segments.append([])
             else:
                 segments[-1].append(tok)
-        items = tuple(DSTAR if seg == [_STAR, _STAR] else _segment_matcher(seg) for seg in segments)
+        items = tuple(DSTAR if seg == [_DSTAR] else _segment_matcher(seg) for seg in segments)
         dstars = tuple(i for i, item in enumerate(items) if item is DSTAR)
         literal = None
         if all(isinstance(t, tuple) and t[0] == "lit" or t == _SEP for t in tokens):

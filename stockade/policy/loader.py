@@ -92,7 +92,9 @@ def check_policy_text(text: str, source: str = "<string>") -> CheckResult:
         reader.diagnostics.append(_yaml_error(exc, source))
         return CheckResult(source, None, tuple(reader.diagnostics))
     policy = _Loader(reader).policy(root)
-    diagnostics = tuple(sorted(reader.diagnostics, key=lambda d: (d.line, d.column)))
+    # Sorted by place; an aliased node reports its problem once, not once per alias.
+    diagnostics = tuple(sorted(dict.fromkeys(reader.diagnostics),
+                               key=lambda d: (d.line, d.column)))
     if reader.failed:
         policy = None
     return CheckResult(source, policy, diagnostics)
@@ -195,6 +197,8 @@ class _Loader:
             items = r.sequence(entries[key][1], f"{path}.{key}", "a list of absolute paths")
             raw_count += len(items or [])
             for i, item in enumerate(items or []):
+                if not r.count(item):
+                    break
                 p = self._fs_path(item, f"{path}.{key}[{i}]", read_write=key == "read_write")
                 if p is None:
                     continue

@@ -120,6 +120,8 @@ class RuleReader:
             items = r.sequence(entries["binaries"][1], f"{path}.binaries", "a list of binaries")
             ok = ok and items is not None
             for i, item in enumerate(items or []):
+                if not r.count(item):
+                    return None
                 b = self.binary(item, f"{path}.binaries[{i}]")
                 if b is None:
                     ok = False
@@ -374,6 +376,8 @@ class RuleReader:
             return ()
         result = []
         for i, item in enumerate(items):
+            if not r.count(item):
+                break
             where = f"{path}[{i}]"
             entries = r.mapping(item, where, RULE_ITEM_KEYS, what="a mapping with `allow`")
             if entries is None:
@@ -519,6 +523,8 @@ class RuleReader:
             return None
         patterns = []
         for n, where, text in globs:
+            if not r.count(n):
+                return None
             if text is None:
                 return None
             try:

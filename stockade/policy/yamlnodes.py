@@ -128,6 +128,8 @@ class Reader:
                    f"expected one of: {one_of(known)}")
 
     def key(self, node: yaml.Node, path: str) -> str | None:
+        if node.tag == _CORE + "merge":
+            return "<<"  # reported as an unsupported merge key by the caller
         if not isinstance(node, yaml.ScalarNode) or node.tag not in SCALAR_TAGS or node.tag == NULL:
             self.error(node, path, f"a key must be a string, got {describe(node)}")
             return None

@@ -1,0 +1,270 @@
+"""L4 decisions (policy.md §7 cases 27-46) and the Decision contract."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from stockade.policy import compile_policy, load_policy_text
+from stockade.policy.engine import BINARY_NOT_ALLOWED, NO_ENDPOINT, NO_POLICIES
+from stockade.policy.model import Enforcement, Protocol
+
+from .policies import CURL, T0, engine, network
+
+NODE, GIT, PY = "/usr/bin/node", "/usr/bin/git", "/usr/bin/python3"
+
+
+@pytest.fixture(scope="module")
+def t0():
+    return engine(T0)
+
+
+def one_rule(endpoints: str, binaries: str = "[{ path: /usr/bin/curl }]", key: str = "r") -> str:
+    return network(f"  {key}:\n    endpoints: {endpoints}\n    binaries: {binaries}\n")
+
+
+def test_listed_exe_is_allowed(t0):  # case 27
+    d = t0.decide("api.anthropic.com", 443, NODE)
+    assert d.allowed and d.rule == "claude_code" and d.reason_code is None
+    assert d.endpoint.host == "api.anthropic.com" and d.hint is None
+
+
+def test_unlisted_exe_is_denied(t0):  # case 28
+    d = t0.decide("api.anthropic.com", 443, PY)
+    assert not d.allowed and d.reason_code == BINARY_NOT_ALLOWED
+    assert "not listed" in d.reason and "claude_code" in d.reason and PY in d.reason
+    assert not t0.decide("api.anthropic.com", 443, "/tmp/malicious").allowed
+
+
+def test_unknown_endpoint(t0):  # case 29
+    d = t0.decide("evil.example.com", 443, NODE)
+    assert not d.allowed and d.reason_code == NO_ENDPOINT and "endpoint" in d.reason
+    assert "evil.example.com:443" in d.reason
+
+
+def test_matched_rule_is_the_key_not_the_name(t0):  # case 30
+    d = t0.decide("github.com", 443, GIT)
+    assert d.allowed and d.rule == "github_ssh_over_https"
+
+
+def test_host_is_case_insensitive_and_port_must_match(t0):  # case 31
+    assert t0.decide("API.ANTHROPIC.COM", 443, NODE).allowed
+    assert t0.decide("api.anthropic.com.", 443, NODE).allowed  # one trailing dot is ignored
+    assert not t0.decide("api.anthropic.com..", 443, NODE).allowed
+    d = t0.decide("api.anthropic.com", 80, NODE)
+    assert not d.allowed and d.reason_code == NO_ENDPOINT
+    assert "allows api.anthropic.com on port 443, not 80" in d.reason
+
+
+def test_ancestors_grant(t0):  # case 32
+    assert t0.decide("github.com", 443, PY, [GIT]).allowed
+    d = t0.decide("github.com", 443, PY, ["/usr/bin/bash"])
+    assert not d.allowed and "not listed" in d.reason and "/usr/bin/bash" in d.reason
+    assert t0.decide("github.com", 443, PY, ["/usr/bin/sh", GIT]).allowed
+
+
+def test_binary_glob_is_one_segment():  # case 33
+    e = engine(one_rule("[{ host: example.com, port: 443 }]", '[{ path: "/usr/bin/*" }]',
+                        "glob_test"))
+    assert e.decide("example.com", 443, NODE).allowed
+    assert not e.decide("example.com", 443, "/usr/bin/subdir/node").allowed
+
+
+def test_binary_glob_matches_ancestors_only_not_argv():  # cases 34, 35
+    e = engine(one_rule("[{ host: example.com, port: 443 }]", '[{ path: "/usr/local/bin/*" }]'))
+    assert e.decide("example.com", 443, NODE, ["/usr/local/bin/claude"]).allowed
+    assert not e.decide("example.com", 443, NODE).allowed  # argv is never an input
+    e = engine(one_rule("[{ host: example.com, port: 443 }]", "[{ path: /usr/local/bin/my-tool }]"))
+    assert not e.decide("example.com", 443, NODE, ["/usr/bin/bash"]).allowed
+
+
+def test_globstar_binaries(t0):
+    assert t0.decide("api.github.com", 443,
+                     "/usr/lib/node_modules/@github/copilot/dist/bin/copilot").allowed
+    assert t0.decide("api.github.com", 443, "/home/alice/.local/bin/copilot").allowed
+    assert not t0.decide("api.github.com", 443, "/home/a/b/.local/bin/copilot").allowed
+
+
+def test_multiple_ports():  # case 36
+    e = engine(one_rule("[{ host: api.example.com, ports: [443, 8443] }]"))
+    assert e.decide("api.example.com", 443, CURL).allowed
+    assert e.decide("api.example.com", 8443, CURL).allowed
+    assert not e.decide("api.example.com", 80, CURL).allowed
+
+
+def test_wildcard_hosts():  # case 37
+    e = engine(one_rule('[{ host: "*.example.com", port: 443 }]'))
+    assert e.decide("api.example.com", 443, CURL).allowed
+    d = e.decide("deep.sub.example.com", 443, CURL)
+    assert not d.allowed and "'**.example.com' would match" in d.reason
+    assert not e.decide("example.com", 443, CURL).allowed
+    assert not e.decide("api.example.com", 80, CURL).allowed
+    assert engine(one_rule('[{ host: "*.EXAMPLE.COM", port: 443 }]')).decide(
+        "api.example.com", 443, CURL).allowed
+    assert engine(one_rule('[{ host: "*.example.com", ports: [443, 8443] }]')).decide(
+        "api.example.com", 8443, CURL).allowed
+    deep = engine(one_rule('[{ host: "**.example.com", port: 443 }]'))
+    assert deep.decide("a.b.example.com", 443, CURL).allowed
+    assert not deep.decide("example.com", 443, CURL).allowed
+    partial = engine(one_rule('[{ host: "*-ai.example.com", port: 443 }]'))
+    assert partial.decide("us-ai.example.com", 443, CURL).allowed
+    assert not partial.decide("x.us-ai.example.com", 443, CURL).allowed
+
+
+def test_hostless_endpoints_with_allowed_ips():  # case 38
+    e = engine(one_rule('[{ port: 9443, allowed_ips: ["172.16.0.0/12", "192.168.1.1"] }]',
+                        key="private_network"))
+    d = e.decide("anything.example.com", 9443, CURL)
+    assert d.allowed and [str(n) for n in d.endpoint.allowed_ips] == ["172.16.0.0/12",
+                                                                      "192.168.1.1/32"]
+    assert not e.decide("anything.example.com", 12345, CURL).allowed
+    e = engine(one_rule('[{ ports: [80, 443], allowed_ips: ["10.0.0.0/8"] }]'))
+    assert e.decide("x", 80, CURL).allowed and e.decide("x", 443, CURL).allowed
+    assert not e.decide("x", 8080, CURL).allowed
+
+
+def test_allowed_ips_come_with_the_endpoint():  # case 39
+    e = engine(network("  internal_api:\n    endpoints: [{ host: my-service.corp.net, port: 8080, "
+                       'allowed_ips: ["10.0.5.0/24"] }]\n    binaries: [{ path: /usr/bin/curl }]\n'
+                       "  public_api:\n    endpoints: [{ host: api.github.com, port: 443 }]\n"
+                       "    binaries: [{ path: /usr/bin/curl }]\n"))
+    d = e.decide("my-service.corp.net", 8080, CURL)
+    assert d.rule == "internal_api" and d.endpoint.allowed_ips == (
+        ipaddress.ip_network("10.0.5.0/24"),)
+    assert e.decide("api.github.com", 443, CURL).endpoint.allowed_ips == ()
+
+
+def test_empty_network_policies():  # case 40
+    d = engine("version: 1\nnetwork_policies: {}\n").decide("api.example.com", 443, CURL)
+    assert not d.allowed and d.reason_code == NO_POLICIES
+    assert d.reason.startswith("network connections not allowed by policy")
+    assert "allow_api_example_com_443" in d.hint
+
+
+def test_rule_without_binaries_never_matches():  # case 41
+    e = engine(one_rule("[{ host: api.example.com, port: 443 }]", "[]"))
+    for binary in (CURL, None):
+        d = e.decide("api.example.com", 443, binary)
+        assert not d.allowed and d.reason_code == BINARY_NOT_ALLOWED
+        assert "lists no binaries" in d.reason
+
+
+def test_smallest_key_wins():  # case 42
+    e = engine(network("  zeta:\n    endpoints: [{ host: api.example.com, port: 443 }]\n"
+                       "    binaries: [{ path: /usr/bin/curl }]\n"
+                       "  alpha:\n    endpoints: [{ host: api.example.com, port: 443 }]\n"
+                       "    binaries: [{ path: /usr/bin/curl }]\n"))
+    d = e.decide("api.example.com", 443, CURL)
+    assert d.rule == "alpha" and d.matched_rules == ("alpha", "zeta")
+
+
+def test_versioned_interpreters():  # case 43
+    e = engine(one_rule("[{ host: pypi.org, port: 443 }]",
+                        "[{ path: /usr/bin/python3 }, { path: /usr/bin/python3.11 }]",
+                        "python_policy"))
+    assert e.decide("pypi.org", 443, "/usr/bin/python3.11").rule == "python_policy"
+    assert e.decide("pypi.org", 443, PY).allowed
+    assert not e.decide("pypi.org", 443, CURL).allowed
+    assert e.decide("pypi.org", 443, CURL, ["/usr/bin/python3.11"]).allowed
+
+
+def test_symlink_hint(t0):  # case 44
+    d = t0.decide("api.anthropic.com", 443, "/usr/bin/python3.11")
+    assert "SYMLINK HINT" in d.reason and "readlink -f" in d.reason
+    e = engine(one_rule("[{ host: pypi.org, port: 443 }]", "[{ path: /usr/bin/python3 }]"))
+    d = e.decide("pypi.org", 443, "/usr/bin/python3.12")
+    assert "lists '/usr/bin/python3', which may be a symlink" in d.reason
+    assert "/usr/bin/python3.12" in d.reason
+
+
+def test_reload_is_a_new_engine(t0):  # case 45
+    assert t0.decide("api.anthropic.com", 443, NODE).allowed
+    empty = engine(T0.split("network_policies:")[0] + "network_policies: {}\n")
+    assert not empty.decide("api.anthropic.com", 443, NODE).allowed
+    added = engine(T0 + "  python_api:\n    endpoints: [{ host: pypi.org, port: 443 }]\n"
+                   "    binaries: [{ path: /usr/bin/python3 }]\n")
+    assert added.decide("pypi.org", 443, PY).allowed
+    assert added.decide("api.anthropic.com", 443, NODE).allowed
+    assert t0.decide("api.anthropic.com", 443, NODE).allowed  # the old engine is untouched
+
+
+def test_overlapping_l7_rules():  # case 46
+    e = engine(network(
+        "  test_server:\n    endpoints: [{ host: 192.168.1.100, port: 8567, protocol: rest, "
+        "enforcement: enforce, rules: [{ allow: { method: GET, path: '**' } }] }]\n"
+        "    binaries: [{ path: /usr/bin/curl }]\n"
+        "  allow_192_168_1_100_8567:\n    endpoints: [{ host: 192.168.1.100, port: 8567, "
+        "protocol: rest, enforcement: enforce, allowed_ips: [192.168.1.100], "
+        "rules: [{ allow: { method: GET, path: '**' } }] }]\n"
+        "    binaries: [{ path: /usr/bin/curl }]\n"))
+    d = e.decide("192.168.1.100", 8567, CURL)
+    assert d.allowed and d.endpoint is not None
+    assert d.endpoint_rule == "allow_192_168_1_100_8567"  # the first endpoint with extended config
+    assert d.check_request("GET", "/test").allowed
+    assert not d.check_request("DELETE", "/test").allowed
+
+
+def test_endpoint_config_prefers_extended_config_in_key_order():
+    e = engine(network(
+        "  zeta:\n    endpoints: [{ host: api.example.com, port: 443, protocol: rest, enforcement: "
+        "audit, access: full }]\n    binaries: [{ path: /usr/bin/curl }]\n"
+        "  alpha:\n    endpoints: [{ host: api.example.com, port: 443 }, { host: api.example.com, "
+        "port: 443, protocol: rest, enforcement: enforce, access: read-only }]\n"
+        "    binaries: [{ path: /usr/bin/curl }]\n"))
+    d = e.decide("api.example.com", 443, CURL)
+    assert d.rule == "alpha" and d.endpoint_rule == "alpha" and d.endpoint_index == 1
+    assert d.endpoint.enforcement is Enforcement.ENFORCE and d.endpoint.protocol is Protocol.REST
+    assert len(d.l7_rules) == 4  # read-only (3) from alpha + full (1) from zeta
+
+
+def test_binary_none_means_identity_unavailable(t0):
+    d = t0.decide("api.anthropic.com", 443, None)
+    assert d.allowed and "identity unavailable" in d.reason
+    assert not t0.decide("evil.example.com", 443, None).allowed
+
+
+def test_ipv6_literals():
+    e = engine(one_rule('[{ host: "2001:db8::1", port: 443 }]'))
+    assert e.decide("[2001:DB8:0::1]", 443, CURL).allowed
+
+
+def test_hints_are_the_smallest_change(t0):
+    d = t0.decide("api.anthropic.com", 443, PY)
+    assert d.hint == ("add the binary to rule 'claude_code':\nnetwork_policies:\n  claude_code:\n"
+                      "    binaries:\n      - { path: /usr/bin/python3 }")
+    d = t0.decide("api.anthropic.com", 8443, NODE)
+    assert "replace its port with `ports: [443, 8443]`" in d.hint
+    assert "network_policies.claude_code.endpoints[0]" in d.hint
+    d = t0.decide("evil.example.com", 443, NODE)
+    assert "add the endpoint to rule 'claude_code'" in d.hint
+    assert "- { host: evil.example.com, port: 443 }" in d.hint
+    d = t0.decide("pypi.org", 443, PY)
+    assert d.hint.startswith("add a rule:\nnetwork_policies:\n  allow_pypi_org_443:")
+    d = t0.decide("10.1.2.3", 8080, PY)
+    assert "allowed_ips: [10.1.2.3]" in d.hint
+    assert "always blocked" in t0.decide("127.0.0.1", 80, PY).hint
+
+
+@pytest.mark.parametrize("host,port,binary", [
+    ("pypi.org", 443, PY), ("10.1.2.3", 8080, CURL), ("2001:db8::5", 443, CURL),
+    ("api.example.com", 443, None),
+])
+def test_a_new_rule_hint_is_valid_yaml_that_allows_the_request(host, port, binary):
+    d = engine("version: 1\n").decide(host, port, binary)
+    snippet = d.hint.split("\n", 1)[1]
+    fixed = load_policy_text("version: 1\n" + snippet)
+    after = compile_policy(fixed).decide(host, port, binary or "/usr/bin/YOUR-CLIENT")
+    assert after.allowed, d.hint
+
+
+def test_many_rules_index():
+    rules = "".join(f"  r{i:04d}:\n    endpoints: [{{ host: h{i}.example.com, ports: [443, 8443] }}, "
+                    f"{{ host: '*.w{i}.example.org', port: 443 }}]\n"
+                    f"    binaries: [{{ path: /usr/bin/c{i} }}, {{ path: '/opt/t{i}/*' }}]\n"
+                    for i in range(300))
+    e = compile_policy(load_policy_text(network(rules)))
+    assert e.decide("h123.example.com", 8443, "/usr/bin/c123").rule == "r0123"
+    assert e.decide("x.w7.example.org", 443, "/opt/t7/tool").rule == "r0007"
+    assert not e.decide("x.w7.example.org", 443, "/opt/t8/tool").allowed
+    assert not e.decide("h1.example.com", 80, "/usr/bin/c1").allowed
