@@ -182,3 +182,25 @@ def test_supervisor_sigkilled_mid_write_leaves_counters_and_events_consistent(db
         # Counters move in the same transaction as their events: no batch is half there.
         assert (r.allowed, r.denied) == (n_allowed, n_denied)
         assert n_allowed + n_denied >= 4000
+
+
+def test_no_state_file_descriptor_is_inheritable(db, run_id, tmp_path):
+    """The sandbox is forked from the supervisor: the store and the log file must not leak into it."""
+    import fcntl
+    import os
+
+    rec = StoreRecorder("sb", run_id, db_path=db, log_file=tmp_path / "events.jsonl").start()
+    rec.record(allow())
+    rec.flush()
+    try:
+        leaked = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith(str(tmp_path)) and not fcntl.fcntl(int(fd), fcntl.F_GETFD) & fcntl.FD_CLOEXEC:
+                leaked.append(target)
+        assert leaked == []
+    finally:
+        rec.close()
