@@ -1,0 +1,146 @@
+"""The client side of one inference.local connection: requests in, responses out.
+
+Parsing is the proxy's strict sans-IO HTTP/1.1 reader (stockade/network/http1.py), so the router
+and the egress proxy agree on every message boundary; this module is the only one that knows
+it. Responses to HTTP/1.1 clients are chunked (a streamed body has no length up front);
+HTTP/1.0 clients get a close-delimited body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from ..network.http1 import (
+    Data,
+    EndOfMessage,
+    HttpError,
+    Request,
+    RequestReader,
+    Signal,
+    encode_chunk,
+    encode_response_head,
+)
+from ..network.limits import Limits
+from .errors import reason_phrase
+
+READ_SIZE = 64 * 1024
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+__all__ = ["BodyTooLarge", "ClientGone", "ClientStream", "HttpError", "Request", "ResponseWriter"]
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class ClientGone(Exception):
+    """The client closed the connection (or it broke) while we were writing to it."""
+
+
+class ClientStream:
+    """Reads the requests of one client connection, one at a time."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 limits: Limits, initial: bytes = b"") -> None:
+        self.reader = reader
+        self.writer = writer
+        self.limits = limits
+        self._rr = RequestReader(limits)
+        if initial:
+            self._rr.feed(initial)
+
+    async def _fill(self, timeout: float) -> bool:
+        """Read more bytes; False on timeout."""
+        try:
+            async with asyncio.timeout(timeout):
+                data = await self.reader.read(READ_SIZE)
+        except TimeoutError:
+            return False
+        except (ConnectionError, OSError):
+            data = b""
+        if data:
+            self._rr.feed(data)
+        else:
+            self._rr.feed_eof()
+        return True
+
+    async def next_request(self, idle_timeout: float, head_timeout: float) -> Request | None:
+        """The next request head; None when the client closed or stayed idle (a quiet close).
+        Raises HttpError for a malformed head or one that does not arrive in time (408)."""
+        while True:
+            event = self._rr.next_event()
+            if isinstance(event, Request):
+                return event
+            if event is Signal.CLOSED:
+                return None
+            if event is Signal.PAUSED:  # an ignored Upgrade on the previous request
+                self._rr.resume()
+                continue
+            pending = self._rr.pending_head
+            if not await self._fill(head_timeout if pending else idle_timeout):
+                if pending:
+                    raise HttpError(408, f"no complete request head within {head_timeout:g} s")
+                return None
+
+    async def read_body(self, request: Request, cap: int, timeout: float) -> bytes:
+        """The whole body (at most `cap` bytes; BodyTooLarge beyond, without reading the rest)."""
+        if request.content_length is not None and request.content_length > cap:
+            raise BodyTooLarge()
+        if request.get("expect") and request.get("expect").lower() == "100-continue" and request.has_body:  # type: ignore[union-attr]
+            await self.send(CONTINUE)
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            event = self._rr.next_event()
+            if isinstance(event, Data):
+                size += len(event.data)
+                if size > cap:
+                    raise BodyTooLarge()
+                parts.append(event.data)
+            elif isinstance(event, EndOfMessage):
+                return b"".join(parts)
+            elif event is Signal.NEED_DATA:
+                if not await self._fill(timeout):
+                    raise HttpError(408, f"the request body stalled for {timeout:g} s")
+            else:  # pragma: no cover - the reader yields nothing else inside a body
+                raise HttpError(400, "unexpected data inside a request body")
+
+    async def send(self, data: bytes) -> None:
+        if self.writer.is_closing():
+            raise ClientGone()
+        self.writer.write(data)
+        try:
+            await self.writer.drain()
+        except (ConnectionError, OSError) as exc:
+            raise ClientGone() from exc
+
+
+class ResponseWriter:
+    """One streamed response: `start`, any number of `send`, then `finish`."""
+
+    def __init__(self, stream: ClientStream, version: str, keep_alive: bool) -> None:
+        self.stream = stream
+        self.chunked = version == "1.1"
+        self.keep_alive = keep_alive and self.chunked
+        self.version = version
+        self.started = False
+        self.sent_bytes = 0
+
+    async def start(self, status: int, headers: Iterable[tuple[str, str]]) -> None:
+        fields = list(headers)
+        fields.append(("transfer-encoding", "chunked") if self.chunked else ("connection", "close"))
+        if self.chunked and not self.keep_alive:
+            fields.append(("connection", "close"))
+        self.started = True
+        await self.stream.send(encode_response_head(status, reason_phrase(status), fields, self.version))
+
+    async def send(self, data: bytes) -> None:
+        if not data:
+            return  # an empty chunk would end a chunked body
+        self.sent_bytes += len(data)
+        await self.stream.send(encode_chunk(data) if self.chunked else data)
+
+    async def finish(self) -> None:
+        if self.chunked:
+            await self.stream.send(b"0\r\n\r\n")
