@@ -138,7 +138,8 @@ def _check_key_source(env: str | None, path: str | None, none: bool) -> _Problem
     if given > 1:
         return "give only one of api_key_env, api_key_file and no_api_key", None
     if env and not ENV_NAME_PATTERN.fullmatch(env):
-        return (f"invalid environment variable name {env!r}",
+        # Not echoed: a value given here by mistake is often the key itself.
+        return ("invalid environment variable name for the API key",
                 "give the variable's name (OPENAI_API_KEY), not its value")
     return None
 
