@@ -1,7 +1,8 @@
 """The inference router: what the proxy hands a decrypted `inference.local` connection to.
 
     router = InferenceRouter(routes, recorder=recorder)        # once per supervisor
-    await router.handle_connection(reader, writer, actor)      # per intercepted connection
+    ProxyServer(..., inference=router.handle_channel)          # the proxy calls it per connection
+    await router.handle_connection(reader, writer, actor)      # or over asyncio streams
     await router.aclose()                                      # at shutdown
 
 One connection carries any number of requests (keep-alive). Each is classified:
@@ -26,6 +27,7 @@ import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..events.types import Action, Actor, HttpEvent, InferenceEvent, NullRecorder, Recorder
 from ..network.limits import Limits
@@ -38,7 +40,17 @@ from .routes import KeyUnavailable, NoRoute, Route, join_url, resolve_key, selec
 from .shapes import HOST, NotInference, Refusal, Shape, classify, recognised, split_target
 from .streaming import RelayResult, relay_body, relay_events
 from .usage import Usage
-from .wire import BodyTooLarge, ClientGone, ClientStream, HttpError, Request, ResponseWriter
+from .wire import (
+    BodyTooLarge,
+    ChannelConnection,
+    ClientGone,
+    ClientStream,
+    Connection,
+    HttpError,
+    Request,
+    ResponseWriter,
+    StreamConnection,
+)
 
 log = logging.getLogger("stockade.inference")
 
@@ -94,14 +106,22 @@ class InferenceRouter:
 
     # -- one connection --------------------------------------------------------------------
 
-    async def handle_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                                actor: Actor, *, port: int = 443, initial: bytes = b"") -> None:
-        """Serve every request of one client connection, then close it. Never raises.
+    async def handle_channel(self, channel: Any, actor: Actor, scheme: str) -> None:
+        """The proxy's inference hook (stockade.network.server.InferenceHandler):
+        `ProxyServer(..., inference=router.handle_channel)`. `channel` is the client connection,
+        TLS already terminated for "https" (CONNECT inference.local:443), plain for "http"
+        (forward requests to http://inference.local/ on port 80, the first one unread into it)."""
+        await self.serve(ChannelConnection(channel), actor, port=443 if scheme == "https" else 80)
 
-        `port`: the intercepted port (443 TLS-terminated, 80 plain), for events. `initial`:
-        bytes the proxy already read from the stream (e.g. a forward-proxy request head on
-        port 80); they are parsed first."""
-        conn = ClientStream(reader, writer, self._limits, initial)
+    async def handle_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                                actor: Actor, *, port: int = 443) -> None:
+        """The same over asyncio streams (a listener of one's own, tests)."""
+        await self.serve(StreamConnection(reader, writer), actor, port=port)
+
+    async def serve(self, connection: Connection, actor: Actor, *, port: int = 443) -> None:
+        """Serve every request of one client connection, then close it. Never raises.
+        `port`: the intercepted port (443 TLS-terminated, 80 plain), for events."""
+        conn = ClientStream(connection, self._limits)
         try:
             while True:
                 try:
@@ -122,7 +142,7 @@ class InferenceRouter:
         except Exception:  # noqa: BLE001 - one connection's bug must not reach the proxy
             log.exception("inference router: unexpected error on a connection")
         finally:
-            await _close(writer)
+            await connection.close()
 
     async def _refuse(self, conn: ClientStream, request: Request, shape: NotInference,
                       actor: Actor, port: int) -> None:
@@ -274,9 +294,3 @@ class _Call:
         self.record(status, error=result.error)
         return out.keep_alive and result.complete
 
-
-async def _close(writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(Exception):
-        writer.close()
-        async with asyncio.timeout(5):
-            await writer.wait_closed()

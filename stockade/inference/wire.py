@@ -9,7 +9,9 @@ HTTP/1.0 clients get a close-delimited body.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
+from typing import Any, Protocol
 
 from ..network.http1 import (
     Data,
@@ -27,7 +29,8 @@ from .errors import reason_phrase
 READ_SIZE = 64 * 1024
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
-__all__ = ["BodyTooLarge", "ClientGone", "ClientStream", "HttpError", "Request", "ResponseWriter"]
+__all__ = ["BodyTooLarge", "ChannelConnection", "ClientGone", "ClientStream", "Connection", "HttpError",
+           "Request", "ResponseWriter", "StreamConnection"]
 
 
 class BodyTooLarge(Exception):
@@ -38,27 +41,89 @@ class ClientGone(Exception):
     """The client closed the connection (or it broke) while we were writing to it."""
 
 
-class ClientStream:
-    """Reads the requests of one client connection, one at a time."""
+class Connection(Protocol):
+    """The client connection as the router needs it; adapters below for asyncio streams and
+    for the proxy's Channel (plain, or TLS terminated by the proxy)."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 limits: Limits, initial: bytes = b"") -> None:
+    async def recv(self, timeout: float) -> bytes | None:
+        """Some bytes; b"" at end of stream; None when nothing arrived within `timeout`."""
+
+    async def send(self, data: bytes) -> None:
+        """Write and wait for the buffer to drain; raises ClientGone when the peer left."""
+
+    async def close(self) -> None: ...
+
+
+class StreamConnection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+
+    async def recv(self, timeout: float) -> bytes | None:
+        try:
+            async with asyncio.timeout(timeout):
+                return await self.reader.read(READ_SIZE)
+        except TimeoutError:
+            return None
+        except (ConnectionError, OSError):
+            return b""
+
+    async def send(self, data: bytes) -> None:
+        if self.writer.is_closing():
+            raise ClientGone()
+        self.writer.write(data)
+        try:
+            await self.writer.drain()
+        except (ConnectionError, OSError) as exc:
+            raise ClientGone() from exc
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+            async with asyncio.timeout(5):
+                await self.writer.wait_closed()
+
+
+class ChannelConnection:
+    """The proxy's stockade.network.relay.Channel (duck-typed: read, write, drain, close)."""
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+        channel.set_timeout()  # the router keeps its own timeouts from here on
+
+    async def recv(self, timeout: float) -> bytes | None:
+        try:
+            async with asyncio.timeout(timeout):
+                return await self.channel.read()
+        except TimeoutError:
+            return None
+
+    async def send(self, data: bytes) -> None:
+        channel = self.channel
+        if channel.closed or (channel.transport is not None and channel.transport.is_closing()):
+            raise ClientGone()
+        channel.write(data)
+        await channel.drain()
+        if channel.closed:
+            raise ClientGone()
+
+    async def close(self) -> None:
+        self.channel.close()
+
+
+class ClientStream:
+    """Reads the requests of one client connection, one at a time, and writes the answers."""
+
+    def __init__(self, conn: Connection, limits: Limits) -> None:
+        self.conn = conn
         self.limits = limits
         self._rr = RequestReader(limits)
-        if initial:
-            self._rr.feed(initial)
 
     async def _fill(self, timeout: float) -> bool:
         """Read more bytes; False on timeout."""
-        try:
-            async with asyncio.timeout(timeout):
-                data = await self.reader.read(READ_SIZE)
-        except TimeoutError:
+        data = await self.conn.recv(timeout)
+        if data is None:
             return False
-        except (ConnectionError, OSError):
-            data = b""
         if data:
             self._rr.feed(data)
         else:
@@ -87,7 +152,8 @@ class ClientStream:
         """The whole body (at most `cap` bytes; BodyTooLarge beyond, without reading the rest)."""
         if request.content_length is not None and request.content_length > cap:
             raise BodyTooLarge()
-        if request.get("expect") and request.get("expect").lower() == "100-continue" and request.has_body:  # type: ignore[union-attr]
+        expect = request.get("expect")
+        if expect and expect.lower() == "100-continue" and request.has_body:
             await self.send(CONTINUE)
         parts: list[bytes] = []
         size = 0
@@ -107,13 +173,7 @@ class ClientStream:
                 raise HttpError(400, "unexpected data inside a request body")
 
     async def send(self, data: bytes) -> None:
-        if self.writer.is_closing():
-            raise ClientGone()
-        self.writer.write(data)
-        try:
-            await self.writer.drain()
-        except (ConnectionError, OSError) as exc:
-            raise ClientGone() from exc
+        await self.conn.send(data)
 
 
 class ResponseWriter:

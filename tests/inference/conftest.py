@@ -28,13 +28,15 @@ def anthropic_backend() -> Iterator[FakeBackend]:
         yield backend
 
 
-@pytest.fixture
-def serve() -> Iterator[Callable[..., RouterServer]]:
-    """serve(routes, **kwargs) -> a started RouterServer (environ defaults to ENV)."""
+@pytest.fixture(params=["direct", "proxy"])
+def serve(request) -> Iterator[Callable[..., RouterServer]]:
+    """serve(routes, **kwargs) -> a started RouterServer (environ defaults to ENV). Every test
+    runs twice: against the router's own listener, and through the real proxy's hook."""
     servers: list[RouterServer] = []
 
     def start(routes, **kwargs) -> RouterServer:
         kwargs.setdefault("environ", dict(ENV))
+        kwargs.setdefault("mode", request.param)
         server = RouterServer(routes, **kwargs).start()
         servers.append(server)
         return server

@@ -1,9 +1,12 @@
-"""Serving an InferenceRouter the way the proxy will: a TLS listener with an `inference.local`
-leaf, the router's `handle_connection` per accepted connection, in an event loop of its own.
+"""Serving an InferenceRouter in an event loop of its own, two ways:
 
-The listener is a Unix socket, and the clients' httpx transports connect to it (`uds=`): the
-SDKs use `https://inference.local/v1` verbatim (SNI, certificate check and Host header all say
-inference.local) with no /etc/hosts entry and no DNS.
+- "direct": a TLS Unix-socket listener with an `inference.local` leaf, `handle_connection` per
+  accepted connection. The clients' httpx transports connect to it (`uds=`), so the SDKs use
+  `https://inference.local/v1` verbatim (SNI, certificate check, Host) with no DNS at all;
+- "proxy": the real egress proxy (`ProxyServer(inference=router.handle_channel)`) on
+  127.0.0.1, and clients configured with it as their HTTP proxy: `CONNECT inference.local:443`
+  is intercepted and TLS-terminated by the proxy, http://inference.local goes through its
+  forward path. This is the production path minus the sandbox.
 """
 
 from __future__ import annotations
@@ -48,12 +51,28 @@ class TlsIdentity:
         return ctx
 
 
+class _Leaves:
+    """Stands in for the proxy's leaf cache until stockade.network.tls lands: one context."""
+
+    def __init__(self, tls: TlsIdentity) -> None:
+        self._ctx = tls.server_context()
+
+    def server_context(self, host: str) -> ssl.SSLContext:
+        assert host == "inference.local"
+        return self._ctx
+
+
 class RouterServer:
-    """An InferenceRouter behind a TLS Unix-socket listener, on a uvloop loop in a thread."""
+    """An InferenceRouter served directly (TLS Unix socket) or behind the real proxy."""
 
     def __init__(self, routes: Sequence[Route] | Callable[[], Sequence[Route]], *,
                  config: RouterConfig | None = None, environ: dict[str, str] | None = None,
-                 tls: TlsIdentity | None = None, use_uvloop: bool = True, plain_tcp: bool = False) -> None:
+                 tls: TlsIdentity | None = None, use_uvloop: bool = True, plain_tcp: bool = False,
+                 mode: str = "direct") -> None:
+        assert mode in ("direct", "proxy")
+        self.mode = mode
+        self.proxy_port: int | None = None
+        self.proxy: Any = None
         self.recorder = ListRecorder()
         self.tls = tls or TlsIdentity()
         self._dir = tempfile.TemporaryDirectory(prefix="stockade-inference-")
@@ -79,6 +98,9 @@ class RouterServer:
         self._thread.start()
 
         async def listen() -> None:
+            if self.mode == "proxy":
+                await self._start_proxy()
+                return
             self._servers.append(await asyncio.start_unix_server(
                 self._serve, self.path, ssl=self.tls.server_context()))
             if self._plain_tcp:
@@ -89,6 +111,22 @@ class RouterServer:
         self.call(listen())
         return self
 
+    async def _start_proxy(self) -> None:
+        from stockade.network.pipeline import PolicyHolder
+        from stockade.network.server import ProxyServer
+        from stockade.policy.engine import compile_policy
+        from stockade.policy.loader import load_policy_text
+
+        # No network policy at all: interception precedes the policy (network.md §9 case 102).
+        holder = PolicyHolder(compile_policy(load_policy_text("version: 1\nnetwork_policies: {}\n")))
+        self.proxy = ProxyServer(holder, recorder=self.recorder, leaf_cache=_Leaves(self.tls),
+                                 inference=self.router.handle_channel)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(128)
+        await self.proxy.start(sock)
+        self.proxy_port = sock.getsockname()[1]
+
     def call(self, coro: Any, timeout: float = 30) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
@@ -96,6 +134,8 @@ class RouterServer:
         async def shutdown() -> None:
             for server in self._servers:
                 server.close()
+            if self.proxy is not None:
+                await self.proxy.close()
             await self.router.aclose()
 
         try:
@@ -116,7 +156,11 @@ class RouterServer:
     def http_client(self, **kwargs: Any) -> Any:
         import httpx2
 
-        transport = httpx2.HTTPTransport(uds=self.path, verify=self.tls.client_context())
+        if self.mode == "proxy":
+            transport = httpx2.HTTPTransport(proxy=f"http://127.0.0.1:{self.proxy_port}",
+                                             verify=self.tls.client_context())
+        else:
+            transport = httpx2.HTTPTransport(uds=self.path, verify=self.tls.client_context())
         return httpx2.Client(transport=transport, **kwargs)
 
     def openai(self, **kwargs: Any) -> Any:
@@ -134,14 +178,25 @@ class RouterServer:
                                    http_client=self.http_client(), **kwargs)
 
     def raw(self) -> RawConnection:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(20)
-        sock.connect(self.path)
+        """A TLS connection to inference.local:443 (through a CONNECT in proxy mode)."""
+        if self.mode == "proxy":
+            sock = socket.create_connection(("127.0.0.1", self.proxy_port), timeout=20)
+            sock.sendall(b"CONNECT inference.local:443 HTTP/1.1\r\nHost: inference.local:443\r\n\r\n")
+            reply = b""
+            while not reply.endswith(b"\r\n\r\n"):
+                reply += sock.recv(1)
+            assert reply.startswith(b"HTTP/1.1 200"), reply
+        else:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(20)
+            sock.connect(self.path)
         return RawConnection(self.tls.client_context().wrap_socket(sock, server_hostname="inference.local"))
 
     def raw_plain(self) -> RawConnection:
-        assert self.tcp_port is not None
-        return RawConnection(socket.create_connection(("127.0.0.1", self.tcp_port), timeout=20))
+        """A plain connection for http://inference.local (port 80: the proxy's forward path)."""
+        port = self.proxy_port if self.mode == "proxy" else self.tcp_port
+        assert port is not None
+        return RawConnection(socket.create_connection(("127.0.0.1", port), timeout=20))
 
     # -- events ----------------------------------------------------------------------------
 

@@ -55,7 +55,9 @@ def test_openai_chat_is_routed_with_the_model_rewritten_and_the_key_swapped(both
         ("openai", "llama3.2", 200, False, "/v1/chat/completions")
     assert event.backend_host == f"127.0.0.1:{openai_backend.port}"
     assert (event.input_tokens, event.output_tokens, event.error) == (11, 5, None)
-    assert event.actor.binary == "/usr/bin/python3" and event.latency_ms > 0
+    # Direct: the listener's actor; through the proxy: its identity (none configured here).
+    assert event.actor.binary == ("/usr/bin/python3" if both.mode == "direct" else "-")
+    assert event.latency_ms > 0
 
 
 def test_anthropic_messages_get_x_api_key_and_the_clients_version(both, anthropic_backend):
