@@ -21,6 +21,7 @@ allow.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -39,6 +40,7 @@ NO_POLICIES = "no_policies"  # network_policies is empty: all egress is denied
 NO_ENDPOINT = "no_endpoint"  # no endpoint of any rule matches host:port
 BINARY_NOT_ALLOWED = "binary_not_allowed"  # endpoints match, but not for this binary/ancestors
 REASON_CODES = (NO_POLICIES, NO_ENDPOINT, BINARY_NOT_ALLOWED)
+DEFAULT_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -79,6 +81,18 @@ class CompiledAllow:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
+class Match:
+    """What an allowed connection is granted by; precomputed when the engine is compiled."""
+
+    rule: str  # the matched rule key (the smallest one)
+    endpoint: Endpoint  # the endpoint configuration that applies
+    matched_rules: tuple[str, ...]  # every rule that matched on both counts, key order
+    endpoint_rule: str  # the rule the applying endpoint belongs to
+    endpoint_index: int  # its position in that rule's endpoints
+    l7_rules: tuple[CompiledAllow, ...]  # union over matching endpoints of matched rules
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class _Entry:
     """One endpoint of one rule, as stored in the host indexes."""
 
@@ -88,7 +102,7 @@ class _Entry:
     endpoint: Endpoint
     host: HostPattern | None  # None for a hostless endpoint (any host, allowed_ips)
     extended: bool  # has_extended_config, precomputed
-    l7: tuple[CompiledAllow, ...]
+    match: Match  # the Match when this entry is the only one that matches
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -120,30 +134,55 @@ class _Rule:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """The answer for one connection. `reason` and `hint` are computed on first read."""
+    """The answer for one connection. `reason` and `hint` are computed on first read.
+
+    `rule`, `endpoint`, `matched_rules`, `endpoint_rule`, `endpoint_index` and `l7_rules` read
+    through `match` (None when denied), which the engine precomputes.
+    """
 
     allowed: bool
-    rule: str | None  # the matched rule key (smallest), None when denied
-    endpoint: Endpoint | None  # the endpoint configuration that applies, None when denied
     reason_code: str | None  # one of REASON_CODES when denied, None when allowed
-    host: str  # normalised
+    host: str  # normalised: lower case, no trailing dot, IPv6 without brackets
     port: int
     binary: str | None
     ancestors: tuple[str, ...]
-    matched_rules: tuple[str, ...] = ()  # every rule that matched on both counts, key order
-    endpoint_rule: str | None = None  # the rule the applying endpoint belongs to
-    endpoint_index: int | None = None  # its position in that rule's endpoints
-    l7_rules: tuple[CompiledAllow, ...] = ()  # union over matching endpoints of matched rules
+    match: Match | None = None
     engine: Engine | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def rule(self) -> str | None:
+        """The matched rule key (the smallest), None when denied."""
+        return self.match.rule if self.match is not None else None
+
+    @property
+    def endpoint(self) -> Endpoint | None:
+        """The endpoint configuration that applies (L7, TLS, allowed_ips), None when denied."""
+        return self.match.endpoint if self.match is not None else None
+
+    @property
+    def matched_rules(self) -> tuple[str, ...]:
+        return self.match.matched_rules if self.match is not None else ()
+
+    @property
+    def endpoint_rule(self) -> str | None:
+        return self.match.endpoint_rule if self.match is not None else None
+
+    @property
+    def endpoint_index(self) -> int | None:
+        return self.match.endpoint_index if self.match is not None else None
+
+    @property
+    def l7_rules(self) -> tuple[CompiledAllow, ...]:
+        return self.match.l7_rules if self.match is not None else ()
 
     @property
     def l7_enabled(self) -> bool:
         """Whether requests on this connection are checked against REST rules."""
-        return self.endpoint is not None and self.endpoint.protocol is Protocol.REST
+        return self.match is not None and self.match.endpoint.protocol is Protocol.REST
 
     @property
     def enforcement(self) -> Enforcement | None:
-        return self.endpoint.enforcement if self.endpoint is not None else None
+        return self.match.endpoint.enforcement if self.match is not None else None
 
     @property
     def reason(self) -> str:
@@ -161,21 +200,23 @@ class Decision:
 
 
 class Engine:
-    """A compiled policy. Immutable after construction; safe to share between threads."""
+    """A compiled policy. Immutable after construction (its caches only memoise); safe to share
+    between threads."""
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, *, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
         self.policy = policy
         keys = sorted(policy.network_policies)
         self.rules: tuple[_Rule, ...] = tuple(_compile_rule(policy.network_policies[k]) for k in keys)
         self.entries: list[_Entry] = []
         exact: dict[tuple[str, int], list[_Entry]] = {}
-        wild: dict[tuple[str, int], list[_Entry]] = {}
+        wild: dict[int, dict[str, list[_Entry]]] = {}
         hostless: dict[int, list[_Entry]] = {}
         for ri, rule in enumerate(self.rules):
             for ei, ep in enumerate(rule.rule.endpoints):
                 pattern = parse_host(ep.host) if ep.host else None
-                entry = _Entry(len(self.entries), ri, ei, ep, pattern, ep.has_extended_config,
-                               _compile_l7(rule.key, ep))
+                l7 = _compile_l7(rule.key, ep)
+                match = Match(rule.key, ep, (rule.key,), rule.key, ei, l7)
+                entry = _Entry(len(self.entries), ri, ei, ep, pattern, ep.has_extended_config, match)
                 self.entries.append(entry)
                 for port in ep.ports:
                     if pattern is None:
@@ -183,53 +224,75 @@ class Engine:
                     elif pattern.kind == EXACT:
                         exact.setdefault((pattern.pattern, port), []).append(entry)
                     else:
-                        wild.setdefault((pattern.suffix, port), []).append(entry)
+                        wild.setdefault(port, {}).setdefault(pattern.suffix, []).append(entry)
         self._exact = {k: tuple(v) for k, v in exact.items()}
-        self._wild = {k: tuple(v) for k, v in wild.items()}
-        self._wild_ports = frozenset(port for _, port in wild)
+        self._wild = {port: {sfx: tuple(v) for sfx, v in by_sfx.items()}
+                      for port, by_sfx in wild.items()}
         self._hostless = {k: tuple(v) for k, v in hostless.items()}
+        self._matches: dict[tuple[int, ...], Match] = {}  # combinations of passed entries
+        self._cache: dict[tuple[str, int, str | None, tuple[str, ...]], Decision] = {}
+        self._cache_size = cache_size
 
     def candidates(self, host: str, port: int) -> tuple[_Entry, ...]:
         """Every endpoint matching normalised host:port, in (rule key, endpoint) order."""
         found = self._exact.get((host, port), ())
-        if port in self._wild_ports:
-            extra: list[_Entry] = []
+        by_suffix = self._wild.get(port)
+        if by_suffix is not None:
+            extra: list[_Entry] | None = None
             i = host.find(".")
-            while i >= 0:
-                for e in self._wild.get((host[i:], port), ()):
-                    if e.host.match(host):  # type: ignore[union-attr]
-                        extra.append(e)
+            while i > 0:  # each suffix `.b.c`, `.c` of the host is a possible wildcard suffix
+                entries = by_suffix.get(host[i:])
+                if entries is not None:
+                    prefix = host[:i]
+                    for e in entries:
+                        if e.host.match_prefix(prefix):  # type: ignore[union-attr]
+                            if extra is None:
+                                extra = [e]
+                            else:
+                                extra.append(e)
                 i = host.find(".", i + 1)
-            if extra:
+            if extra is not None:
                 found = _merge(found, extra)
         hostless = self._hostless.get(port)
-        if hostless:
+        if hostless is not None:
             found = _merge(found, hostless) if found else hostless
         return found
 
     def decide(self, host: str, port: int, binary: str | None,
                ancestors: Sequence[str] = ()) -> Decision:
         """Allow or deny one connection (module docstring)."""
+        if type(ancestors) is not tuple:
+            ancestors = tuple(ancestors)
+        if not self._cache_size:
+            return self._decide(host, port, binary, ancestors)  # type: ignore[arg-type]
+        key = (host, port, binary, ancestors)
+        cache = self._cache
+        decision = cache.get(key)  # type: ignore[arg-type]
+        if decision is None:
+            decision = self._decide(host, port, binary, ancestors)  # type: ignore[arg-type]
+            if len(cache) >= self._cache_size:
+                cache.clear()  # crude but bounded; an agent's working set is small
+            cache[key] = decision  # type: ignore[index]
+        return decision
+
+    def _decide(self, host: str, port: int, binary: str | None,
+                ancestors: tuple[str, ...]) -> Decision:
         h = host.lower()
         if h.endswith(".") or ":" in h:
             h = normalize_host(h)
-        ancestors = tuple(ancestors)
         if not self.rules:
-            return Decision(False, None, None, NO_POLICIES, h, port, binary, ancestors, engine=self)
+            return Decision(False, NO_POLICIES, h, port, binary, ancestors, None, self)
         found = self.candidates(h, port)
         if not found:
-            return Decision(False, None, None, NO_ENDPOINT, h, port, binary, ancestors, engine=self)
+            return Decision(False, NO_ENDPOINT, h, port, binary, ancestors, None, self)
         rules = self.rules
         if len(found) == 1:  # the common case: one endpoint for this host:port
             e = found[0]
-            if not rules[e.rule].allows(binary, ancestors):
-                return Decision(False, None, None, BINARY_NOT_ALLOWED, h, port, binary, ancestors,
-                                engine=self)
-            key = rules[e.rule].key
-            return Decision(True, key, e.endpoint, None, h, port, binary, ancestors, (key,),
-                            key, e.index, e.l7, self)
+            if rules[e.rule].allows(binary, ancestors):
+                return Decision(True, None, h, port, binary, ancestors, e.match, self)
+            return Decision(False, BINARY_NOT_ALLOWED, h, port, binary, ancestors, None, self)
         verdict: dict[int, bool] = {}
-        passed = []
+        passed: list[_Entry] = []
         for e in found:
             ok = verdict.get(e.rule)
             if ok is None:
@@ -237,13 +300,21 @@ class Engine:
             if ok:
                 passed.append(e)
         if not passed:
-            return Decision(False, None, None, BINARY_NOT_ALLOWED, h, port, binary, ancestors,
-                            engine=self)
+            return Decision(False, BINARY_NOT_ALLOWED, h, port, binary, ancestors, None, self)
+        if len(passed) == 1:
+            return Decision(True, None, h, port, binary, ancestors, passed[0].match, self)
+        combo = tuple(e.order for e in passed)
+        match = self._matches.get(combo)
+        if match is None:
+            match = self._matches.setdefault(combo, self._combine(passed))
+        return Decision(True, None, h, port, binary, ancestors, match, self)
+
+    def _combine(self, passed: list[_Entry]) -> Match:
         config = next((e for e in passed if e.extended), passed[0])
-        matched = tuple(dict.fromkeys(rules[e.rule].key for e in passed))
-        l7 = tuple(a for e in passed for a in e.l7) if len(passed) > 1 else passed[0].l7
-        return Decision(True, matched[0], config.endpoint, None, h, port, binary, ancestors,
-                        matched, rules[config.rule].key, config.index, l7, self)
+        matched = tuple(dict.fromkeys(self.rules[e.rule].key for e in passed))
+        l7 = tuple(a for e in passed for a in e.match.l7_rules)
+        return Match(matched[0], config.endpoint, matched, self.rules[config.rule].key,
+                     config.index, l7)
 
     def check_request(self, decision: Decision, method: str, target: str | bytes,
                       ) -> RequestDecision:
@@ -251,9 +322,12 @@ class Engine:
         return check_request(decision, method, target)
 
 
-def compile_policy(policy: Policy) -> Engine:
-    """Build the decision engine for a validated policy (once per policy generation)."""
-    return Engine(policy)
+def compile_policy(policy: Policy, *, cache_size: int = DEFAULT_CACHE_SIZE) -> Engine:
+    """Build the decision engine for a validated policy (once per policy generation).
+
+    Decisions are memoised per (host, port, binary, ancestors) up to `cache_size` entries
+    (0 disables it): an agent reconnects to the same few destinations all the time."""
+    return Engine(policy, cache_size=cache_size)
 
 
 def _compile_rule(rule: NetworkRule) -> _Rule:
@@ -277,7 +351,11 @@ def _compile_l7(key: str, ep: Endpoint) -> tuple[CompiledAllow, ...]:
 
 
 def _merge(a: Sequence[_Entry], b: Sequence[_Entry]) -> tuple[_Entry, ...]:
-    seen: dict[int, _Entry] = {e.order: e for e in a}
-    for e in b:
-        seen.setdefault(e.order, e)
-    return tuple(sorted(seen.values(), key=lambda e: e.order))
+    """Entries of two indexes in (rule key, endpoint) order; an entry is in one index only."""
+    merged = [*a, *b]
+    if len(merged) > 1:
+        merged.sort(key=_ORDER)
+    return tuple(merged)
+
+
+_ORDER = operator.attrgetter("order")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .glob import compile_glob
@@ -51,6 +52,7 @@ class HostPattern:
     pattern: str  # normalised
     kind: str  # EXACT, ONE_LABEL (a `*` inside the first label) or MANY_LABELS (`**.`)
     suffix: str  # for wildcards: the fixed part after the first label, with its leading dot
+    label: Callable[[str], object] | None = None  # ONE_LABEL other than `*`: the label's glob
 
     def match(self, host: str) -> bool:
         """`host` must already be normalised (normalize_host)."""
@@ -58,17 +60,17 @@ class HostPattern:
             return host == self.pattern
         if not host.endswith(self.suffix):
             return False
-        prefix = host[: len(host) - len(self.suffix)]
-        if not prefix or prefix.startswith(".") or prefix.endswith(".") or ".." in prefix:
+        return self.match_prefix(host[: len(host) - len(self.suffix)])
+
+    def match_prefix(self, prefix: str) -> bool:
+        """Whether the part of a host before `suffix` fits the wildcard (one label, or more)."""
+        if not prefix or prefix[0] == "." or prefix[-1] == ".":
             return False
         if self.kind == MANY_LABELS:
-            return True
-        first = self.pattern[: len(self.pattern) - len(self.suffix)]
-        return "." not in prefix and compile_glob(first, ".").match(prefix)
-
-    def first_label_matches(self, label: str) -> bool:
-        first = self.pattern[: len(self.pattern) - len(self.suffix)]
-        return first == "*" or compile_glob(first, ".").match(label)
+            return ".." not in prefix
+        if "." in prefix:
+            return False
+        return self.label is None or bool(self.label(prefix))
 
 
 def parse_host(text: str) -> HostPattern:
@@ -117,7 +119,9 @@ def parse_host(text: str) -> HostPattern:
     if "**" in first and first != "**":
         raise HostError(f"host {text!r}: '**' must be the whole first label ('**.example.com')")
     suffix = host[len(first):]
-    return HostPattern(host, MANY_LABELS if first == "**" else ONE_LABEL, suffix)
+    if first == "**":
+        return HostPattern(host, MANY_LABELS, suffix)
+    return HostPattern(host, ONE_LABEL, suffix, None if first == "*" else compile_glob(first, ".").match)
 
 
 def _is_ipv4(host: str) -> bool:
