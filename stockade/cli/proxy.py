@@ -41,12 +41,12 @@ class _StderrRecorder:
     """Prints events as shorthand lines; never blocks the proxy for long (stderr is a pipe)."""
 
     def __init__(self, verbose: bool) -> None:
+        from ..events.types import Action
         self.verbose = verbose
+        self.allowed = Action.ALLOWED
 
     def record(self, event) -> None:  # noqa: ANN001 - any events.types event
-        from ..events.types import Action, FindingEvent
-        action = getattr(event, "action", None)
-        if not self.verbose and action is Action.ALLOWED and not isinstance(event, FindingEvent):
+        if not self.verbose and getattr(event, "action", None) is self.allowed:
             return
         try:
             from ..events.ocsf import to_ocsf

@@ -114,11 +114,11 @@ class ConnectHandler:
         first, kind = await read_first_bytes(self.client, self.limits.classify_bytes,
                                              self.limits.classify_timeout)
         if kind == "tls":
-            await self._terminate(authority, decision, upstream, first)
+            await self._terminate(authority, decision, upstream, address, first)
         elif kind == "http":
             self.client.unread(first)
             await TunnelSession(self.server, self.client, upstream, authority, decision,
-                                caller, scheme="http").run()
+                                caller, scheme="http", address=address).run()
         elif rules:
             upstream.close()
             self.recorder.record(NetworkEvent(
@@ -137,8 +137,8 @@ class ConnectHandler:
             self.client.unread(first)
             await relay(self.client, upstream, self.limits.idle_timeout)
 
-    async def _terminate(self, authority: Authority, decision, upstream: Channel,
-                         first: bytes) -> None:
+    async def _terminate(self, authority: Authority, decision, upstream: Channel,  # noqa: ANN001
+                         address, first: bytes) -> None:
         host, port = authority.host, authority.port
         leaves = self.server.leaf_cache
         if leaves is None:
@@ -172,7 +172,8 @@ class ConnectHandler:
                 Action.DENIED, host, port, self.caller.actor, "connect", rule=decision.rule,
                 stage="upstream", reason=upstream_error.detail, reason_code="upstream_tls_failed"))
         session = TunnelSession(self.server, tls_client, tls_up, authority, decision,
-                                self.caller, scheme="https", upstream_error=upstream_error)
+                                self.caller, scheme="https", address=address,
+                                upstream_error=upstream_error)
         await session.run()
 
     async def _inference(self, authority: Authority) -> ErrorResponse | None:

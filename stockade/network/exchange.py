@@ -82,6 +82,7 @@ class ResponseRelay:
         self.close_client = False
         self.final: Response | None = None
         self.received = False  # any byte from the upstream (a stale pooled one sends none)
+        self.idle_timeout = 600.0
 
     def on_data(self, data: bytes) -> None:
         self.received = True
@@ -95,35 +96,54 @@ class ResponseRelay:
     def pump(self) -> None:
         if self.done.done():
             return
-        reader, client = self.reader, self.client
+        reader = self.reader
+        out: list[bytes] = []  # one write per batch of events: fewer syscalls per response
         try:
             while True:
                 ev = reader.next_event()
                 if isinstance(ev, Data):
-                    client.write(encode_chunk(ev.data) if self.chunk_out else ev.data)
+                    out.append(encode_chunk(ev.data) if self.chunk_out else ev.data)
                 elif ev is Signal.NEED_DATA:
-                    return
+                    break
                 elif isinstance(ev, Response):
                     if ev.status == 101:
+                        self._flush(out)
                         self._switch(ev)
                         return
-                    client.write(self._head(ev))
+                    out.append(self._head(ev))
                     self.head_sent = True
                     if ev.status >= 200:
                         self.final = ev
+                        # From the final head on, the body may take long but never stall.
+                        self.upstream.set_timeout(idle=self.idle_timeout, on_timeout=self.expired)
                 elif isinstance(ev, EndOfMessage):
                     if self.chunk_out:
-                        client.write(encode_last_chunk(ev.trailers))
+                        out.append(encode_last_chunk(ev.trailers))
+                    self._flush(out)
                     self._finish()
                     return
                 else:
-                    return
+                    break
         except HttpError as exc:
+            self._flush(out)
             self._fail(ErrorResponse(exc.status if exc.status >= 500 else 502,
                                      "upstream_protocol_error", exc.detail))
+            return
+        self._flush(out)
+
+    def _flush(self, out: list[bytes]) -> None:
+        if out:
+            self.client.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+
+    def expired(self) -> None:
+        """The upstream did not answer in time (504), or stalled inside the body (abort)."""
+        if not self.done.done():
+            self._fail(ErrorResponse(504, "upstream_timeout", "the upstream did not respond "
+                                     "in time"))
 
     def _head(self, resp: Response) -> bytes:
-        headers = end_to_end(resp.headers, resp.connection)
+        headers = end_to_end(resp.headers, resp.connection, resp.names)
         req = self.request
         if resp.status >= 200:
             if resp.chunked and req.version == "1.1":
@@ -201,6 +221,7 @@ class HttpSession:
         self.recorder = recorder
         self.actor = actor
         self.reader = RequestReader(limits)
+        self.loop = asyncio.get_running_loop()
 
     # -- subclass interface --------------------------------------------------------------
 
@@ -274,52 +295,63 @@ class HttpSession:
         on a kept-alive connection the idle timeout applies until a head starts.
         """
         reader, client = self.reader, self.client
-        loop = asyncio.get_running_loop()
-        deadline = None
-        while True:
-            ev = reader.next_event()
-            if isinstance(ev, Request):
-                return ev
-            if ev is Signal.CLOSED:
-                return None
-            if isinstance(ev, EndOfMessage | Data):
-                raise AssertionError("body events outside an exchange")  # pragma: no cover
-            if ev is Signal.PAUSED:
-                reader.resume()
-                continue
-            # NEED_DATA: a partial head has the head timeout; an idle connection the idle one.
-            if deadline is None:
-                deadline = loop.time() + self.limits.head_timeout
-            limit = deadline if (first or reader.pending_head) else (
-                loop.time() + self.limits.idle_timeout)
-            try:
-                async with asyncio.timeout_at(limit):
-                    data = await client.read()
-            except TimeoutError:
+        head_deadline: float | None = None
+        try:
+            while True:
+                ev = reader.next_event()
+                if isinstance(ev, Request):
+                    return ev
+                if ev is Signal.CLOSED:
+                    return None
+                if ev is Signal.PAUSED:
+                    reader.resume()
+                    continue
+                if isinstance(ev, EndOfMessage | Data):  # pragma: no cover - exchange consumes them
+                    raise AssertionError("body events outside an exchange")
                 if first or reader.pending_head:
-                    await self.answer(head_timeout(self.limits.head_timeout))
-                return None
-            if data:
-                reader.feed(data)
-            else:
-                reader.feed_eof()
+                    if head_deadline is None:
+                        head_deadline = self.loop.time() + self.limits.head_timeout
+                    client.set_timeout(deadline=head_deadline)
+                else:
+                    client.set_timeout(idle=self.limits.idle_timeout)
+                try:
+                    data = await client.read()
+                except TimeoutError:
+                    if first or reader.pending_head:
+                        await self.answer(head_timeout(self.limits.head_timeout))
+                    return None
+                if data:
+                    reader.feed(data)
+                else:
+                    reader.feed_eof()
+        finally:
+            client.set_timeout()
 
     async def exchange(self, request: Request, route: Route) -> Outcome:
-        upstream, client, reader = route.upstream, self.client, self.reader
+        upstream, client = route.upstream, self.client
+        if upstream.buffered or upstream.eof:
+            # An idle upstream that spoke or closed: its bytes are no answer to this request.
+            return Outcome(error=ErrorResponse(502, "upstream_protocol_error",
+                                               "the upstream connection was not usable"),
+                           retryable=True)
         responses = ResponseReader(self.limits)
         responses.start(request.method)
         rr = ResponseRelay(client, upstream, responses, request, route, self._unsolicited)
-        leftover = upstream.take()
+        rr.idle_timeout = self.limits.idle_timeout
         upstream.on_data = rr.on_data
         upstream.on_eof = rr.on_eof
         client.source = upstream
+        upstream.set_timeout(deadline=self.loop.time() + self.limits.response_timeout,
+                             on_timeout=rr.expired)
         upstream.write(route.head)
-        if leftover:
-            rr.on_data(leftover)  # bytes a pooled connection received while idle: unsolicited
-        elif upstream.eof:
-            rr.on_eof()
-        body_done = await self._send_body(request, upstream, rr)
-        outcome = await self._await_response(rr, upstream)
+        body_done = True
+        if request.has_body:
+            body_done = await self._send_body(request, upstream, rr)
+        else:
+            ev = self.reader.next_event()  # the EndOfMessage of a bodiless request
+            assert isinstance(ev, EndOfMessage)
+        outcome = await rr.done
+        upstream.set_timeout()
         if upstream.on_data == rr.on_data:
             upstream.on_data = upstream.on_eof = None
         client.source = None
@@ -345,11 +377,13 @@ class HttpSession:
             elif ev is Signal.NEED_DATA:
                 if rr.done.done() or upstream.closed:
                     return False  # the upstream answered (or left) before the body was sent
+                client.set_timeout(idle=self.limits.idle_timeout)
                 try:
-                    async with asyncio.timeout(self.limits.idle_timeout):
-                        data = await self._read_or_done(rr)
+                    data = await self._read_or_done(rr)
                 except TimeoutError:
                     return False
+                finally:
+                    client.set_timeout()
                 if data is None:
                     return False
                 if data:
@@ -370,25 +404,6 @@ class HttpSession:
             await read
         return None
 
-    async def _await_response(self, rr: ResponseRelay, upstream: Channel) -> Outcome:
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        while not rr.done.done():
-            if rr.head_sent:
-                limit = upstream.last_activity + self.limits.idle_timeout
-            else:
-                limit = start + self.limits.response_timeout
-            if loop.time() >= limit:
-                if rr.head_sent:
-                    return Outcome(rr.final.status if rr.final else None, aborted=True)
-                return Outcome(504, error=ErrorResponse(
-                    504, "upstream_timeout", f"no response from the upstream within "
-                    f"{self.limits.response_timeout:g} s"))
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(limit):
-                    await asyncio.shield(rr.done)
-        return rr.done.result()
-
     def _unsolicited(self, request: Request, response: Response) -> None:
         host, port = self.host_port()
         self.recorder.record(FindingEvent(
@@ -405,8 +420,9 @@ def _error_code(status: int) -> str:
 
 def upstream_head(request: Request, target: str, headers: list[tuple[str, str]], *,
                   upgrade: bool, via: bool) -> bytes:
-    """The request head sent upstream: hop-by-hop fields dropped, framing stated canonically."""
-    out = end_to_end(headers, request.connection)
+    """The request head sent upstream, from end-to-end `headers` (see `forwarded_fields`),
+    with the framing stated canonically."""
+    out = list(headers)
     if request.chunked:
         out.append(("Transfer-Encoding", "chunked"))
     if upgrade and request.upgrade:
@@ -414,6 +430,18 @@ def upstream_head(request: Request, target: str, headers: list[tuple[str, str]],
     if via:
         out.append(("Via", f"{request.version} {VIA}"))
     return encode_request_head(request.method, target, out)
+
+
+def forwarded_fields(request: Request, host: str | None = None) -> list[tuple[str, str]]:
+    """The request's end-to-end fields; with `host`, Host replaced by it (forward proxy)."""
+    if host is None:
+        return end_to_end(request.headers, request.connection, request.names)
+    if request.names.count("host") > 1:
+        raise HttpError(400, "more than one Host header")
+    fields = end_to_end(request.headers, request.connection, request.names,
+                        also=frozenset({"host"}))
+    fields.insert(0, ("Host", host))
+    return fields
 
 
 def wants_websocket(request: Request) -> bool:

@@ -19,18 +19,27 @@ from typing import TYPE_CHECKING
 
 from ..events.types import Action, HttpEvent, NetworkEvent
 from ..policy.l7 import INVALID_REQUEST
-from .exchange import HttpSession, Outcome, Route, TakeOver, upstream_head, wants_websocket
+from .exchange import (
+    HttpSession,
+    Outcome,
+    Route,
+    TakeOver,
+    forwarded_fields,
+    upstream_head,
+    wants_websocket,
+)
 from .http1 import Request
 from .limits import Limits
 from .pipeline import Caller
 from .placeholders import apply_secrets
 from .relay import Channel
 from .responses import ProxyError, bad_request, denied, use_connect
-from .target import Authority, is_https, parse_absolute_url, rewrite_host
+from .target import Authority, is_https, parse_absolute_url
 
 if TYPE_CHECKING:
     from .addresses import IPAddress
     from .server import ProxyServer
+    from .ssrf import Allowlist
 
 INFERENCE_HOST = "inference.local"
 
@@ -47,11 +56,22 @@ class HandOver(TakeOver):
     """A request for inference.local:80: the inference handler takes over the connection."""
 
 
-@dataclass(slots=True)
-class _Idle:
+@dataclass(slots=True, eq=False)
+class Upstream:
+    """An upstream connection and what it was validated as: reused only while the current
+    decision's allowlist still admits `address` (re-checked unless `allow` is unchanged)."""
+
+    host: str
+    port: int
     channel: Channel
     address: IPAddress
+    allow: Allowlist | None
     timer: asyncio.TimerHandle | None = None
+
+    @property
+    def usable(self) -> bool:
+        ch = self.channel
+        return not (ch.closed or ch.eof or ch.buffered)
 
 
 class UpstreamPool:
@@ -59,33 +79,33 @@ class UpstreamPool:
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
-        self._idle: dict[tuple[str, int], list[_Idle]] = {}
+        self._idle: dict[tuple[str, int], list[Upstream]] = {}
         self._count = 0
 
-    def take(self, host: str, port: int) -> _Idle | None:
+    def take(self, host: str, port: int) -> Upstream | None:
         entries = self._idle.get((host, port))
         while entries:
             entry = entries.pop()
             self._count -= 1
             if entry.timer is not None:
                 entry.timer.cancel()
+                entry.timer = None
             ch = entry.channel
             ch.on_data = ch.on_eof = None
-            if ch.closed or ch.eof or ch.buffered:
+            if not entry.usable:
                 ch.close()
                 continue
             return entry
         return None
 
-    def put(self, host: str, port: int, channel: Channel, address: IPAddress) -> None:
-        key = (host, port)
+    def put(self, entry: Upstream) -> None:
+        key = (entry.host, entry.port)
         entries = self._idle.setdefault(key, [])
-        if (channel.closed or channel.eof or channel.buffered
-                or len(entries) >= self.limits.pool_per_key
+        channel = entry.channel
+        if (not entry.usable or len(entries) >= self.limits.pool_per_key
                 or self._count >= self.limits.pool_total):
             channel.close()
             return
-        entry = _Idle(channel, address)
         # An idle upstream that speaks or closes is not reusable: drop it at once.
         channel.on_data = lambda _data: self._evict(key, entry)
         channel.on_eof = lambda: self._evict(key, entry)
@@ -94,7 +114,7 @@ class UpstreamPool:
         entries.append(entry)
         self._count += 1
 
-    def _evict(self, key: tuple[str, int], entry: _Idle) -> None:
+    def _evict(self, key: tuple[str, int], entry: Upstream) -> None:
         entries = self._idle.get(key)
         if entries and entry in entries:
             entries.remove(entry)
@@ -119,7 +139,7 @@ class _Pending:
     rule: str | None
     reason: str
     audit: bool
-    address: IPAddress
+    upstream: Upstream
     reused: bool
 
 
@@ -134,6 +154,20 @@ class ForwardSession(HttpSession):
         self.pool = server.pool
         self._pending: _Pending | None = None
         self._authority: Authority | None = None
+        # The upstream of the previous request stays with the session while the client keeps
+        # asking the same host:port (no pool round trip); it goes to the pool otherwise.
+        self._attached: Upstream | None = None
+
+    async def run(self) -> None:
+        try:
+            await super().run()
+        finally:
+            self._detach()
+
+    def _detach(self) -> None:
+        if self._attached is not None:
+            self.pool.put(self._attached)
+            self._attached = None
 
     def host_port(self) -> tuple[str | None, int | None]:
         a = self._authority
@@ -145,7 +179,9 @@ class ForwardSession(HttpSession):
         url = parse_absolute_url(request.target)
         auth = url.authority
         self._authority = auth
-        headers = rewrite_host(request.headers, auth)  # malformed Host fields: 400 first
+        # The Host field becomes the URL's authority (RFC 9112 §3.2.2): the upstream cannot be
+        # told another story than the policy was. Several Host fields: 400, before deciding.
+        headers = forwarded_fields(request, auth.host_header(80))
         caller = self.caller
         if is_https(url):
             self.recorder.record(NetworkEvent(
@@ -155,64 +191,83 @@ class ForwardSession(HttpSession):
             raise ProxyError(use_connect(auth.host, auth.port))
         if auth.host == INFERENCE_HOST and auth.port == 80:
             raise HandOver()
-        label = f"{request.method} {auth}{url.target.split('?', 1)[0]}"
+        path = url.target.split("?", 1)[0]
+        label = f"{request.method} {auth}{path}"
         decision = self.pipeline.decide(auth.host, auth.port, caller, "forward", label)
-        rd = decision.check_request(request.method, url.target)
-        path = rd.target.split("?", 1)[0]
         secrets = self.server.secrets
-        shown = secrets.redact(path) if secrets is not None else path
-        if not rd.allowed:
-            status = 400 if rd.reason_code == INVALID_REQUEST else 403
-            self.recorder.record(HttpEvent(Action.DENIED, rd.method, auth.host, auth.port, shown,
-                                           self.actor, rd.rule, rd.reason, status))
-            if status == 400:
-                raise ProxyError(bad_request(rd.reason, error="invalid_target"))
-            raise ProxyError(denied(
-                error="policy_denied", detail=f"{rd.method} {auth}{shown} denied by L7 policy",
-                host=auth.host, port=auth.port, binary=caller.binary, policy=rd.rule,
-                reason=rd.reason, hint=rd.hint, extra={"rule": f"{rd.method} {shown}"}))
-        target, headers = apply_secrets(self.server, caller, auth.host, auth.port, rd.target,
+        if decision.l7_enabled:
+            rd = decision.check_request(request.method, url.target)
+            target, method, rule, reason, audit = rd.target, rd.method, rd.rule, rd.reason, rd.audit
+            path = target.split("?", 1)[0]
+            shown = secrets.redact(path) if secrets is not None else path
+            if not rd.allowed:
+                self._l7_denied(auth, rd, shown)
+        else:
+            # No L7 rules: the path was not part of the decision and goes up as sent.
+            target, method, rule, audit = url.target, request.method, decision.rule, False
+            reason = "allowed (no L7 rules)"
+            shown = secrets.redact(path) if secrets is not None else path
+        target, headers = apply_secrets(self.server, caller, auth.host, auth.port, target,
                                         headers, self.recorder)
         upgrade = wants_websocket(request)
         head = upstream_head(request, target, headers, upgrade=upgrade, via=True)
-        upstream, address, reused = await self._upstream(decision, auth, label)
-        self._pending = _Pending(auth, shown, rd.method, rd.rule or decision.rule, rd.reason,
-                                 rd.audit, address, reused)
-        return Route(upstream, head, allow_upgrade=upgrade, via=True)
+        upstream, reused = await self._upstream(decision, auth, label)
+        self._pending = _Pending(auth, shown, method, rule or decision.rule, reason, audit,
+                                 upstream, reused)
+        return Route(upstream.channel, head, allow_upgrade=upgrade, via=True)
 
-    async def _upstream(self, decision, auth: Authority, label: str,
-                        ) -> tuple[Channel, IPAddress, bool]:
-        host, port, caller = auth.host, auth.port, self.caller
-        pooled = self.pool.take(host, port)
-        if pooled is not None:
-            try:
-                self.pipeline.recheck(decision, host, port, pooled.address, caller, "forward",
-                                      label)
-            except ProxyError:
-                pooled.channel.close()
-                raise
-            return pooled.channel, pooled.address, True
-        admission = await self.pipeline.admit(decision, host, port, caller, "forward", label)
-        channel, address = await self.pipeline.dial(admission, caller, "forward",
+    def _l7_denied(self, auth: Authority, rd, shown: str) -> None:  # noqa: ANN001
+        status = 400 if rd.reason_code == INVALID_REQUEST else 403
+        self.recorder.record(HttpEvent(Action.DENIED, rd.method, auth.host, auth.port, shown,
+                                       self.actor, rd.rule, rd.reason, status))
+        if status == 400:
+            raise ProxyError(bad_request(rd.reason, error="invalid_target"))
+        raise ProxyError(denied(
+            error="policy_denied", detail=f"{rd.method} {auth}{shown} denied by L7 policy",
+            host=auth.host, port=auth.port, binary=self.caller.binary, policy=rd.rule,
+            reason=rd.reason, hint=rd.hint, extra={"rule": f"{rd.method} {shown}"}))
+
+    async def _upstream(self, decision, auth: Authority, label: str) -> tuple[Upstream, bool]:  # noqa: ANN001
+        """The attached upstream, a pooled one, or a new dial (SSRF-checked every time)."""
+        host, port = auth.host, auth.port
+        reuse = self._attached
+        if reuse is not None and (reuse.host != host or reuse.port != port):
+            self._detach()
+            reuse = None
+        self._attached = None
+        if reuse is None:
+            reuse = self.pool.take(host, port)
+        if reuse is not None:
+            if reuse.usable:
+                try:
+                    reuse.allow = self.pipeline.recheck(decision, host, port, reuse.address,
+                                                        self.caller, "forward", label, reuse.allow)
+                except ProxyError:
+                    reuse.channel.close()
+                    raise
+                return reuse, True
+            reuse.channel.close()
+        return await self._dial(decision, auth, label), False
+
+    async def _dial(self, decision, auth: Authority, label: str) -> Upstream:  # noqa: ANN001
+        admission = await self.pipeline.admit(decision, auth.host, auth.port, self.caller,
+                                              "forward", label)
+        channel, address = await self.pipeline.dial(admission, self.caller, "forward",
                                                     lambda: Channel(self.limits))
-        self.pipeline.allowed(admission, caller, "forward", address)
-        return channel, address, False
+        self.pipeline.allowed(admission, self.caller, "forward", address)
+        return Upstream(auth.host, auth.port, channel, address, admission.allow)
 
     async def exchange(self, request: Request, route: Route) -> Outcome:
         outcome = await super().exchange(request, route)
         pending = self._pending
         if outcome.retryable and pending is not None and pending.reused:
-            # The pooled connection had gone stale; nothing reached the upstream's application.
+            # The reused connection had gone stale; nothing reached the upstream's application.
             route.upstream.close()
             auth = pending.authority
             label = f"{request.method} {auth}{pending.path}"
             decision = self.pipeline.decide(auth.host, auth.port, self.caller, "forward", label)
-            admission = await self.pipeline.admit(decision, auth.host, auth.port, self.caller,
-                                                  "forward", label)
-            channel, address = await self.pipeline.dial(admission, self.caller, "forward",
-                                                        lambda: Channel(self.limits))
-            pending.address, pending.reused = address, False
-            route.upstream = channel
+            pending.upstream, pending.reused = await self._dial(decision, auth, label), False
+            route.upstream = pending.upstream.channel
             outcome = await super().exchange(request, route)
         return outcome
 
@@ -226,7 +281,7 @@ class ForwardSession(HttpSession):
                                        pending.authority.port, pending.path, self.actor,
                                        pending.rule, pending.reason, outcome.status))
         if outcome.upstream_reusable and not outcome.upgraded:
-            self.pool.put(pending.authority.host, pending.authority.port, route.upstream,
-                          pending.address)
+            self._detach()
+            self._attached = pending.upstream
         elif not outcome.upgraded:
             route.upstream.close()

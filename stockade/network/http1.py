@@ -49,15 +49,6 @@ def _header(headers: Headers, name: str) -> str | None:
     return None
 
 
-def _tokens(headers: Headers, name: str) -> list[str]:
-    """The comma-separated tokens of every `name` field, lower-cased."""
-    out: list[str] = []
-    for key, value in headers:
-        if key.lower() == name:
-            out += [t.strip().lower() for t in value.split(",") if t.strip()]
-    return out
-
-
 @dataclass(slots=True)
 class Request:
     method: str
@@ -70,6 +61,7 @@ class Request:
     connection: frozenset[str] = frozenset()  # tokens of the Connection field(s)
     upgrade: str | None = None  # the Upgrade value when Connection also names "upgrade"
     head_size: int = 0
+    names: list[str] = field(default_factory=list)  # lower-cased names, parallel to headers
 
     def get(self, name: str) -> str | None:
         return _header(self.headers, name)
@@ -92,6 +84,7 @@ class Response:
     keep_alive: bool = True
     connection: frozenset[str] = frozenset()
     head_size: int = 0
+    names: list[str] = field(default_factory=list)
 
     def get(self, name: str) -> str | None:
         return _header(self.headers, name)
@@ -140,25 +133,58 @@ class _Collector:
         self.done = True
 
 
-def _decode_headers(raw: list[tuple[bytes, bytes]], limits: Limits) -> Headers:
+_FRAMING = frozenset({b"transfer-encoding", b"content-length", b"connection", b"upgrade"})
+
+
+@dataclass(slots=True)
+class _Fields:
+    headers: Headers
+    names: list[str]  # the field names lower-cased, parallel to headers
+    te: list[str]  # Transfer-Encoding codings, lower-cased, in order
+    te_seen: bool
+    cl: list[str]  # Content-Length values
+    connection: list[str]  # Connection tokens, lower-cased
+    upgrade: str | None
+
+
+def _tokens_of(value: str) -> list[str]:
+    return [t.strip().lower() for t in value.split(",") if t.strip()]
+
+
+def _scan(raw: list[tuple[bytes, bytes]], limits: Limits) -> _Fields:
+    """Decode the fields and pick out the framing ones, in one pass over the head."""
     if len(raw) > limits.max_header_count:
         raise HttpError(431, f"more than {limits.max_header_count} header fields")
-    out: Headers = []
+    f = _Fields([], [], [], False, [], [], None)
+    headers, names = f.headers, f.names
     for name, value in raw:
         if not value.isascii():
             try:
                 value.decode("utf-8")
             except UnicodeDecodeError:
                 raise HttpError(400, f"header {name.decode('latin-1')} is not valid UTF-8") from None
-        out.append((name.decode("latin-1"), value.decode("latin-1")))
-    return out
+        text = value.decode("latin-1")
+        headers.append((name.decode("latin-1"), text))
+        lower = name.lower()
+        names.append(lower.decode("latin-1"))
+        if lower in _FRAMING:
+            if lower == b"transfer-encoding":
+                f.te_seen = True
+                f.te += _tokens_of(text)
+            elif lower == b"content-length":
+                f.cl.append(text)
+            elif lower == b"connection":
+                f.connection += _tokens_of(text)
+            elif f.upgrade is None:
+                f.upgrade = text
+    return f
 
 
-def _transfer_coding(headers: Headers, version: str, *, request: bool) -> bool | None:
+def _transfer_coding(f: _Fields, version: str, *, request: bool) -> bool | None:
     """True for a chunked body, None without Transfer-Encoding; raises on anything else."""
-    codings = _tokens(headers, "transfer-encoding")
+    codings = f.te
     if not codings:
-        if any(k.lower() == "transfer-encoding" for k, _ in headers):
+        if f.te_seen:
             raise HttpError(400, "empty Transfer-Encoding")
         return None
     if version == "1.0":
@@ -172,8 +198,8 @@ def _transfer_coding(headers: Headers, version: str, *, request: bool) -> bool |
     return True
 
 
-def _content_length(headers: Headers) -> int | None:
-    values = [v for k, v in headers if k.lower() == "content-length"]
+def _content_length(f: _Fields) -> int | None:
+    values = f.cl
     if not values:
         return None
     # llhttp already rejects duplicates and non-digits; this keeps the rule local and explicit.
@@ -186,10 +212,23 @@ def _is_pause(exc: Exception) -> bool:
     return str(exc).startswith("Pause on")
 
 
-def parse_request_head(head: bytes, limits: Limits) -> Request:
+class _ParserSlot:
+    """A request parser kept between bodiless requests (llhttp is then ready for the next
+    message), saving its construction on the hot path; dropped after anything else."""
+
+    __slots__ = ("collector", "parser")
+
+    def __init__(self) -> None:
+        self.collector = _Collector()
+        self.parser = httptools.HttpRequestParser(self.collector)
+
+
+def parse_request_head(head: bytes, limits: Limits, slot: _ParserSlot | None = None) -> Request:
     """Parse one complete request head (ending in CRLF CRLF)."""
-    c = _Collector()
-    parser = httptools.HttpRequestParser(c)
+    if slot is None:
+        slot = _ParserSlot()
+    c, parser = slot.collector, slot.parser
+    c.url, c.headers, c.done = b"", [], False
     try:
         parser.feed_data(head)
     except httptools.HttpParserUpgrade:
@@ -205,19 +244,20 @@ def parse_request_head(head: bytes, limits: Limits) -> Request:
                         f"HTTP/{version} is not supported by this proxy (HTTP/1.x only)")
     if len(c.url) > limits.max_target_size:
         raise HttpError(414, f"request-target longer than {limits.max_target_size} bytes")
-    headers = _decode_headers(c.headers, limits)
-    chunked = _transfer_coding(headers, version, request=True)
-    length = _content_length(headers)
+    f = _scan(c.headers, limits)
+    headers = f.headers
+    chunked = _transfer_coding(f, version, request=True)
+    length = _content_length(f)
     if chunked and length is not None:
         raise HttpError(400, "both Transfer-Encoding and Content-Length")
-    connection = frozenset(_tokens(headers, "connection"))
+    connection = frozenset(f.connection)
     keep_alive = ("close" not in connection) if version == "1.1" else ("keep-alive" in connection)
-    upgrade = _header(headers, "upgrade") if "upgrade" in connection else None
+    upgrade = f.upgrade if "upgrade" in connection else None
     return Request(
         method=parser.get_method().decode("ascii"), target=c.url.decode("latin-1"),
         version=version, headers=headers, content_length=length, chunked=bool(chunked),
         keep_alive=keep_alive, connection=connection, upgrade=upgrade or None,
-        head_size=len(head),
+        head_size=len(head), names=f.names,
     )
 
 
@@ -240,14 +280,15 @@ def parse_response_head(head: bytes, limits: Limits, request_method: str) -> Res
         raise HttpError(502, f"upstream answered HTTP/{version}")
     status = parser.get_status_code()
     try:
-        headers = _decode_headers(c.headers, limits)
-        chunked = _transfer_coding(headers, version, request=False)
-        length = _content_length(headers)
+        f = _scan(c.headers, limits)
+        chunked = _transfer_coding(f, version, request=False)
+        length = _content_length(f)
     except HttpError as exc:
         raise HttpError(502, f"upstream response: {exc.detail}") from None
+    headers = f.headers
     if chunked is not None and length is not None:
         raise HttpError(502, "upstream response has both Transfer-Encoding and Content-Length")
-    connection = frozenset(_tokens(headers, "connection"))
+    connection = frozenset(f.connection)
     keep_alive = ("close" not in connection) if version == "1.1" else ("keep-alive" in connection)
     bodiless = status < 200 or status in (204, 304) or request_method == "HEAD"
     close_delimited = not bodiless and (chunked is False or (chunked is None and length is None))
@@ -258,7 +299,7 @@ def parse_response_head(head: bytes, limits: Limits, request_method: str) -> Res
         status=status, reason=c.reason.decode("latin-1"), version=version, headers=headers,
         content_length=None if bodiless else length, chunked=bool(chunked) and not bodiless,
         close_delimited=close_delimited, bodiless=bodiless, keep_alive=keep_alive,
-        connection=connection, head_size=len(head),
+        connection=connection, head_size=len(head), names=f.names,
     )
 
 
@@ -461,6 +502,7 @@ class RequestReader(_Reader):
     def __init__(self, limits: Limits) -> None:
         super().__init__(limits)
         self.current: Request | None = None
+        self._slot: _ParserSlot | None = None
 
     def next_event(self) -> Event:
         state = self._state
@@ -475,7 +517,11 @@ class RequestReader(_Reader):
                         raise HttpError(400, "connection closed inside a request head")
                     return Signal.CLOSED
                 return Signal.NEED_DATA
-            request = parse_request_head(head, self.limits)
+            slot = self._slot or _ParserSlot()
+            self._slot = None  # kept only if llhttp ended this message at the head
+            request = parse_request_head(head, self.limits, slot)
+            if not (request.has_body or request.upgrade or request.method == "CONNECT"):
+                self._slot = slot
             self.current = request
             self._start_body(request.content_length, request.chunked, False)
             return request
@@ -567,7 +613,13 @@ def encode_last_chunk(trailers: Headers) -> bytes:
     return ("0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in trailers) + "\r\n").encode("latin-1")
 
 
-def end_to_end(headers: Headers, connection: frozenset[str]) -> Headers:
-    """`headers` without hop-by-hop fields and without the fields Connection names."""
-    drop = HOP_BY_HOP | connection if connection else HOP_BY_HOP
-    return [(k, v) for k, v in headers if k.lower() not in drop]
+def end_to_end(headers: Headers, connection: frozenset[str],
+               names: list[str] | None = None, *, also: frozenset[str] = frozenset()) -> Headers:
+    """`headers` without hop-by-hop fields, the fields Connection names, and `also`.
+    `names` are the lower-cased names when the parser already computed them."""
+    drop = HOP_BY_HOP
+    if connection or also:
+        drop = drop | connection | also
+    if names is None or len(names) != len(headers):
+        return [(k, v) for k, v in headers if k.lower() not in drop]
+    return [h for h, n in zip(headers, names) if n not in drop]

@@ -19,7 +19,14 @@ from ..events.types import Action, HttpEvent
 from ..policy.engine import Decision
 from ..policy.l7 import INVALID_REQUEST
 from .placeholders import apply_secrets
-from .exchange import HttpSession, Outcome, Route, upstream_head, wants_websocket
+from .exchange import (
+    HttpSession,
+    Outcome,
+    Route,
+    forwarded_fields,
+    upstream_head,
+    wants_websocket,
+)
 from .http1 import HttpError, Request
 from .pipeline import Caller
 from .relay import Channel
@@ -104,7 +111,8 @@ class TunnelSession(HttpSession):
                 "L7 policy", host=host, port=port, binary=self.caller.binary, policy=rd.rule,
                 reason=rd.reason, hint=rd.hint, extra={"rule": f"{rd.method} {shown}"}))
         forward_target, headers = apply_secrets(
-            self.server, self.caller, host, port, rd.target, request.headers, self.recorder)
+            self.server, self.caller, host, port, rd.target, forwarded_fields(request),
+            self.recorder)
         upgrade = wants_websocket(request)
         self._current = (rd, shown)
         head = upstream_head(request, forward_target, headers, upgrade=upgrade, via=False)

@@ -32,7 +32,15 @@ from .responses import (
     upstream_timeout,
     upstream_unreachable,
 )
-from .ssrf import Allowlist, DnsFailed, Resolver, SsrfDenied, effective_allowlist, resolve_checked
+from .ssrf import (
+    Allowlist,
+    DnsFailed,
+    Resolver,
+    SsrfDenied,
+    check_address,
+    effective_allowlist,
+    resolve_checked,
+)
 
 
 class EngineSource(Protocol):
@@ -97,6 +105,8 @@ class EgressPipeline:
         self.resolver = resolver
         self.limits = limits
         self.recorder = recorder
+        self._allow_engine: object = None
+        self._allow_cache: dict[tuple[int, str], tuple[Any, Allowlist | None]] = {}
 
     # -- decision ------------------------------------------------------------------------
 
@@ -121,10 +131,21 @@ class EgressPipeline:
         return decision
 
     def allowlist_for(self, decision: Decision, host: str) -> Allowlist | None:
+        """The SSRF allowlist of the decision's endpoint, computed once per policy generation
+        (hashing IP networks is slow in Python; the endpoint objects live with the engine)."""
         ep = decision.endpoint
         if ep is None:
             return None
-        return effective_allowlist(host, ep.host, ep.allowed_ips)
+        if decision.engine is not self._allow_engine:
+            self._allow_engine, self._allow_cache = decision.engine, {}
+        key = (id(ep), host)
+        hit = self._allow_cache.get(key)
+        if hit is not None and hit[0] is ep:
+            return hit[1]
+        allow = effective_allowlist(host, ep.host, ep.allowed_ips)
+        if len(self._allow_cache) < 4096:
+            self._allow_cache[key] = (ep, allow)
+        return allow
 
     # -- SSRF ----------------------------------------------------------------------------
 
@@ -163,13 +184,19 @@ class EgressPipeline:
             binary=caller.binary, policy=decision.rule, reason=exc.reason, hint=hint))
 
     def recheck(self, decision: Decision, host: str, port: int, address: IPAddress,
-                caller: Caller, via: str, label: str) -> None:
-        """A pooled connection's address against the current decision's SSRF rules (sync)."""
-        from .ssrf import check_address
-        reason = check_address(address, port, self.allowlist_for(decision, host))
+                caller: Caller, via: str, label: str, checked: object = None) -> Allowlist | None:
+        """A reused connection's address against the current decision's SSRF rules (sync).
+
+        `checked` is the allowlist the address was last validated under: when the current one
+        is the very same object (same policy generation), nothing needs checking again."""
+        allow = self.allowlist_for(decision, host)
+        if allow is checked and checked is not None:
+            return allow
+        reason = check_address(address, port, allow)
         if reason is not None:
             raise self.ssrf_denied(decision, host, port, caller, via, label,
                                    SsrfDenied(f"{host} resolves to {reason}", address))
+        return allow
 
     # -- dialling ------------------------------------------------------------------------
 

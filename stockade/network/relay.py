@@ -47,6 +47,13 @@ class Channel(asyncio.Protocol):
         self.on_eof: Callable[[], None] | None = None
         self.on_change: Callable[[], None] | None = None  # relay watcher
         self.last_activity = self.loop.time()
+        # Timeouts (set_timeout): one lazily re-armed timer, never one per read.
+        self.timed_out = False
+        self.on_timeout: Callable[[], None] | None = None
+        self._deadline: float | None = None
+        self._idle: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_when = 0.0
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -82,6 +89,9 @@ class Channel(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.eof = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.on_eof is not None and self.pipe is None:
             self.on_eof()
         self._wake()
@@ -130,6 +140,51 @@ class Channel(asyncio.Protocol):
             with contextlib.suppress(RuntimeError, AttributeError):
                 self.transport.resume_reading()
 
+    # -- timeouts ------------------------------------------------------------------------
+
+    def set_timeout(self, *, deadline: float | None = None, idle: float | None = None,
+                    on_timeout: Callable[[], None] | None = None) -> None:
+        """Expire at `deadline` (loop time) or after `idle` seconds without incoming bytes,
+        whichever is first: `read()` then raises TimeoutError and `on_timeout` is called.
+        Without arguments, clears the timeout. Cheap enough to call for every request."""
+        self._deadline, self._idle, self.on_timeout = deadline, idle, on_timeout
+        self.timed_out = False
+        if deadline is not None or idle is not None:
+            self._arm()
+
+    def _expiry(self) -> float | None:
+        when = self._deadline
+        if self._idle is not None:
+            idle_end = self.last_activity + self._idle
+            when = idle_end if when is None else min(when, idle_end)
+        return when
+
+    def _arm(self) -> None:
+        when = self._expiry()
+        if when is None or self.closed:
+            return
+        if self._timer is not None:
+            if self._timer_when <= when:
+                return  # an earlier timer is pending: it re-arms itself when it fires
+            self._timer.cancel()
+        self._timer = self.loop.call_at(when, self._fire)
+        self._timer_when = when
+
+    def _fire(self) -> None:
+        self._timer = None
+        when = self._expiry()
+        if when is None:
+            return
+        if self.loop.time() < when:
+            self._arm()
+            return
+        self.timed_out = True
+        self._deadline = self._idle = None
+        callback, self.on_timeout = self.on_timeout, None
+        self._wake()
+        if callback is not None:
+            callback()
+
     # -- reading (buffered mode) ---------------------------------------------------------
 
     @property
@@ -137,10 +192,14 @@ class Channel(asyncio.Protocol):
         return len(self._buffer)
 
     async def read(self) -> bytes:
-        """Whatever has arrived (waiting for at least one byte); b"" once the peer is done."""
-        if not self._buffer:
+        """Whatever has arrived (waiting for at least one byte); b"" once the peer is done.
+
+        Raises TimeoutError when the timeout set with `set_timeout` expires first."""
+        while not self._buffer:
             if self.eof:
                 return b""
+            if self.timed_out:
+                raise TimeoutError
             self._waiter = self.loop.create_future()
             try:
                 await self._waiter

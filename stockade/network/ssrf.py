@@ -117,8 +117,11 @@ def effective_allowlist(
     return None
 
 
+@functools.lru_cache(maxsize=4096)
 def check_address(addr: IPAddress, port: int, allow: Allowlist | None) -> str | None:
-    """Why `addr:port` may not be dialled under `allow`, or None when it may (sans-IO)."""
+    """Why `addr:port` may not be dialled under `allow`, or None when it may (sans-IO).
+
+    Pure, so cached: a pooled connection is re-checked on every request it carries."""
     verdict = classify(addr)
     if allow is None:
         if verdict.klass is AddressClass.PUBLIC:

@@ -11,7 +11,6 @@ from stockade.network.target import (
     is_https,
     parse_absolute_url,
     parse_connect_target,
-    rewrite_host,
 )
 
 
@@ -73,12 +72,21 @@ def test_bad_absolute_urls(url):
 
 
 def test_forward_host_is_rewritten_to_the_url_authority():
-    out = rewrite_host([("Accept", "*/*"), ("Host", "evil.example")], Authority("good.example", 80))
+    from stockade.network.exchange import forwarded_fields
+    from stockade.network.http1 import parse_request_head
+    from stockade.network.limits import Limits
+
+    def fields(raw: bytes, host: str):
+        return forwarded_fields(parse_request_head(raw, Limits()), host)
+
+    out = fields(b"GET http://good.example/ HTTP/1.1\r\nAccept: */*\r\nHost: evil.example\r\n"
+                 b"Proxy-Connection: keep-alive\r\nConnection: X-A\r\nX-A: 1\r\n\r\n",
+                 Authority("good.example", 80).host_header(80))
     assert out == [("Host", "good.example"), ("Accept", "*/*")]
-    assert rewrite_host([], Authority("h", 8080))[0] == ("Host", "h:8080")
-    assert rewrite_host([], Authority("::1", 80))[0] == ("Host", "[::1]")
+    assert fields(b"GET / HTTP/1.1\r\n\r\n", Authority("h", 8080).host_header(80))[0] == ("Host", "h:8080")
+    assert Authority("::1", 80).host_header(80) == "[::1]"
     with pytest.raises(HttpError):
-        rewrite_host([("Host", "a"), ("Host", "b")], Authority("a", 80))
+        fields(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "a")
 
 
 def test_tunnel_host_must_match():
