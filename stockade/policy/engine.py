@@ -52,6 +52,8 @@ class CompiledAllow:
     method: str  # upper case, or "*"
     path: Glob
     query: tuple[tuple[str, tuple[Glob, ...]], ...]
+    shown: str  # "GET /repos/** ?q=repo:*", the rule as reasons show it
+    allow_reason: str  # "allowed by rule 'k': GET /repos/**", built once
 
     def matches(self, method: str, target: CanonicalTarget) -> bool:
         """`method` must be upper case. HEAD is allowed wherever GET is (OpenShell HEAD)."""
@@ -74,10 +76,7 @@ class CompiledAllow:
         return True
 
     def describe(self) -> str:
-        text = f"{self.method} {self.source.path}"
-        if self.query:
-            text += " ?" + "&".join(f"{k}={'|'.join(g.pattern for g in gs)}" for k, gs in self.query)
-        return text
+        return self.shown
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -345,8 +344,11 @@ def _compile_l7(key: str, ep: Endpoint) -> tuple[CompiledAllow, ...]:
             continue  # matches no REST request (OpenShell); the loader refuses such rules
         query = tuple((name, tuple(query_glob(g) for g in m.globs))
                       for name, m in sorted(allow.query.items()))
-        compiled.append(CompiledAllow(key, allow, allow.method.upper(), path_glob(allow.path),
-                                      query))
+        method = allow.method.upper()
+        shown = f"{method} {allow.path}" + (" ?" + "&".join(
+            f"{k}={'|'.join(g.pattern for g in gs)}" for k, gs in query) if query else "")
+        compiled.append(CompiledAllow(key, allow, method, path_glob(allow.path), query, shown,
+                                      f"allowed by rule '{key}': {shown}"))
     return tuple(compiled)
 
 

@@ -7,6 +7,7 @@ Computed only when read, so the decision path pays nothing for them.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -209,9 +210,19 @@ def _flow(value: Any) -> str:
 def _scalar(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, str):
         return json.dumps(value)
-    if _PLAIN.fullmatch(value) and yaml.safe_load(value) == value:
+    return _string_scalar(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _string_scalar(value: str) -> str:
+    """`value` plain when YAML reads it back as the same string, else double-quoted (JSON)."""
+    if _PLAIN.fullmatch(value) and _RESOLVER.resolve(yaml.ScalarNode, value, (True, False)) \
+            == "tag:yaml.org,2002:str":
         return value
     return json.dumps(value)
+
+
+_RESOLVER = yaml.resolver.Resolver()
 
 
 def _indent(text: str, n: int) -> str:

@@ -79,9 +79,8 @@ def check_request(decision: Decision, method: str, target: str | bytes) -> Reque
                                decision.rule)
     for allow in decision.l7_rules:
         if allow.matches(m, canonical):
-            return RequestDecision(True, False, True, m, canonical.target,
-                                   f"allowed by rule '{allow.rule}': {allow.describe()}", None,
-                                   allow.rule)
+            return RequestDecision(True, False, True, m, canonical.target, allow.allow_reason,
+                                   None, allow.rule)
     reason = f"{m} {canonical.path} not permitted by policy"
     hint = explain.request_hint(decision, m, canonical.path)
     audit = decision.enforcement is not Enforcement.ENFORCE
