@@ -20,6 +20,7 @@ from ..events.types import Action, NetworkEvent
 from ..policy.model import Tls
 from .http1 import HttpError, Request
 from .l7 import TunnelSession
+from .limits import Limits
 from .pipeline import Caller
 from .relay import Channel, relay
 from .responses import CONNECT_ESTABLISHED, ErrorResponse, ProxyError, denied
@@ -50,23 +51,27 @@ def classify(data: bytes) -> str | None:
     return "other"
 
 
-async def read_first_bytes(client: Channel, want: int, timeout: float) -> tuple[bytes, str]:
-    """Read until the tunnel's protocol is known, enough bytes arrived, or `timeout`."""
+async def read_first_bytes(client: Channel, limits: Limits) -> tuple[bytes, str]:
+    """Read until the tunnel's protocol is known (or the client stops sending)."""
     data = client.take()
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        kind = classify(data)
-        if kind is not None and (kind != "http" or len(data) >= min(want, 4)):
-            return data, kind
-        if client.eof or loop.time() >= deadline:
-            return data, kind or "other"
-        try:
-            async with asyncio.timeout_at(deadline):
-                more = await client.read()
-        except TimeoutError:
-            return data, kind or "other"
-        data += more
+    deadline = loop.time() + limits.classify_timeout
+    try:
+        while True:
+            kind = classify(data)
+            if kind is not None:
+                return data, kind
+            if client.eof:
+                return data, "other"
+            if data:  # a short start: the rest must follow promptly
+                deadline = min(deadline, loop.time() + limits.classify_more_timeout)
+            client.set_timeout(deadline=deadline)
+            try:
+                data += await client.read()
+            except TimeoutError:
+                return data, "other"
+    finally:
+        client.set_timeout()
 
 
 class ConnectHandler:
@@ -111,8 +116,7 @@ class ConnectHandler:
         if not inspect:
             await relay(self.client, upstream, self.limits.idle_timeout)
             return
-        first, kind = await read_first_bytes(self.client, self.limits.classify_bytes,
-                                             self.limits.classify_timeout)
+        first, kind = await read_first_bytes(self.client, self.limits)
         if kind == "tls":
             await self._terminate(authority, decision, upstream, address, first)
         elif kind == "http":
@@ -187,8 +191,7 @@ class ConnectHandler:
             return ErrorResponse(503, "inference_unavailable",
                                  "inference.local needs TLS termination but there is no CA")
         self.client.write(CONNECT_ESTABLISHED)
-        first, kind = await read_first_bytes(self.client, self.limits.classify_bytes,
-                                             self.limits.classify_timeout)
+        first, kind = await read_first_bytes(self.client, self.limits)
         if kind != "tls":
             self.client.close()
             return None

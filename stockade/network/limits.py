@@ -27,11 +27,13 @@ class Limits:
     # (502 `upstream_tls_failed`).
     connect_timeout: float = 10.0
     tls_handshake_timeout: float = 10.0
-    # Bytes after the CONNECT reply are classified (TLS, HTTP or other) once this many have
-    # arrived or this long has passed. OpenShell classifies whatever the first segment holds,
-    # so a 1-byte first write skips L7 inspection (Appendix A.5); we wait for enough bytes.
-    classify_bytes: int = 8
-    classify_timeout: float = 0.5
+    # On endpoints that need inspection, the first bytes of a tunnel are classified (TLS,
+    # HTTP or other) once enough have arrived. OpenShell classifies whatever the first segment
+    # holds, so a 1-byte first write skipped L7 inspection (Appendix A.5); we wait: up to
+    # `classify_timeout` for the first byte (a client may build its TLS context only after the
+    # 200), then up to `classify_more_timeout` for the rest of a too-short start.
+    classify_timeout: float = 10.0
+    classify_more_timeout: float = 0.5
     # Waiting for the upstream's response head after the request was sent (504).
     response_timeout: float = 300.0
     # A tunnel or a kept-alive connection with no traffic in either direction is closed.

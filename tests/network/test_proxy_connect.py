@@ -229,12 +229,12 @@ def test_mixed_answers_are_refused_whole(net: Net):
     net.run(main)
 
 
-async def l7_setup(net: Net, enforcement: str = "enforce", handler=None):
+async def l7_setup(net: Net, enforcement: str = "enforce", handler=None, limits=None):
     origin = await Origin(**({"handler": handler} if handler else {})).start(net.a, 0)
     port = origin.server.sockets[0].getsockname()[1]
     extra = L7.replace("enforcement: enforce", f"enforcement: {enforcement}")
     proxy = await start_proxy(net.proxy, policy("api.test", port, f'"{net.a}"', extra),
-                              resolver=MapResolver({"api.test": [net.a]}))
+                              resolver=MapResolver({"api.test": [net.a]}), limits=limits)
     w, reply = await connect(proxy, f"api.test:{port}")
     assert reply.status == 200
     return origin, port, proxy, w
@@ -304,10 +304,7 @@ def test_one_byte_first_segment_is_still_inspected(net: Net):
 @pytest.mark.parametrize("first", [b"SSH-2.0-OpenSSH_9.6\r\n", b"get /v1/x HTTP/1.1\r\n\r\n", b""])
 def test_non_http_on_an_l7_endpoint_fails_closed(net: Net, first):
     async def main():
-        origin, port, proxy = None, None, None
-        origin, port, proxy, w = await l7_setup(net)
-        proxy.server.limits = Limits(classify_timeout=0.3)
-        proxy.server.pipeline.limits = proxy.server.limits
+        origin, port, proxy, w = await l7_setup(net, limits=Limits(classify_timeout=0.3))
         if first:
             await w.send(first)
         reply = await w.response()
@@ -470,4 +467,18 @@ def test_connect_after_forward_requests_on_one_connection(net: Net):
         await proxy.close()
         await origin.close()
         await echo.close()
+    net.run(main)
+
+
+def test_a_client_slow_to_start_is_still_inspected(net: Net):
+    # A client may build its TLS context only after the 200: the first byte may take a while.
+    async def main():
+        origin, port, proxy, w = await l7_setup(net)
+        await asyncio.sleep(1.0)
+        await w.send(get("/v1/slow", "api.test"))
+        assert (await w.response()).status == 200
+        await w.send(get("/admin", "api.test"))
+        assert (await w.response()).status == 403
+        await proxy.close()
+        await origin.close()
     net.run(main)
