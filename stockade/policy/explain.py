@@ -181,7 +181,8 @@ def request_hint(d: Decision, method: str, path: str) -> str | None:
 
 def suggested_rule_name(host: str, port: int) -> str:
     """The mapper's naming (policy.md §5.2): `allow_{host with . and - as _}_{port}`."""
-    s = "".join(c for c in host.replace(".", "_").replace("-", "_") if c.isalnum() or c == "_")
+    s = "".join(c for c in host.replace(".", "_").replace("-", "_")
+                if (c.isascii() and c.isalnum()) or c == "_")
     return f"allow_{s}_{port}"
 
 
