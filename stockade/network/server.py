@@ -105,8 +105,6 @@ class ProxyServer:
         loop = asyncio.get_running_loop()
         listener.setblocking(False)
         self._closed = loop.create_future()
-        if self.identity is not None:
-            self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="stockade-id")
         self._server = await loop.create_server(lambda: _ClientChannel(self), sock=listener)
 
     async def serve(self, listener: socket.socket) -> None:
@@ -151,8 +149,10 @@ class ProxyServer:
         task.add_done_callback(self._tasks.discard)
 
     def _identify(self, client: Channel) -> asyncio.Future[Caller] | None:
-        if self.identity is None or self._executor is None:
+        if self.identity is None:
             return None
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="stockade-id")
         transport = client.transport
         assert transport is not None
         peer = transport.get_extra_info("peername")

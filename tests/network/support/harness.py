@@ -68,12 +68,12 @@ class Proxy:
 
 
 async def start_proxy(host: str, policy_yaml: str, *, resolver: Any = None,
-                      limits: Limits | None = None, **kwargs: Any) -> Proxy:
+                      limits: Limits | None = None, port: int = 0, **kwargs: Any) -> Proxy:
     recorder = ListRecorder()
     holder = PolicyHolder(engine_for(policy_yaml))
     server = ProxyServer(holder, recorder=recorder, resolver=resolver or MapResolver(),
                          limits=limits or Limits(), **kwargs)
-    sock = listener(host)
+    sock = listener(host, port)
     await server.start(sock)
     return Proxy(server, host, sock.getsockname()[1], holder, recorder)
 

@@ -1,0 +1,105 @@
+"""Binary identity through the proxy: real client processes in the test namespace, the proxy
+in process with an IdentityResolver rooted at the client's shell (network.md §4; the full
+sandbox wiring is tested with `stockade run`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from stockade.network.limits import Limits
+
+from .support.harness import MapResolver, Net, net, start_proxy  # noqa: F401
+from .support.origins import Origin
+
+identity = pytest.importorskip("stockade.network.identity")
+pytestmark = pytest.mark.netns
+
+PROXY_PORT = 41311
+
+
+def run_clients(testnet, net: Net, policy_for, commands: list[str], hasher=None):
+    """Run each shell command as the identity root, through one in-process proxy."""
+    hasher = hasher or identity.BinaryHasher()
+    results = []
+
+    async def main():
+        origin = await Origin().start(net.a, 0)
+        port = origin.server.sockets[0].getsockname()[1]
+        proxy = await start_proxy(net.proxy, policy_for(port), port=PROXY_PORT,
+                                  resolver=MapResolver({"origin.test": [net.a]}),
+                                  identity=None, limits=Limits())
+        proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
+        loop = asyncio.get_running_loop()
+        try:
+            for command in commands:
+                script = command.format(proxy=f"http://{net.proxy}:{PROXY_PORT}", port=port)
+                # The shell waits for the go line, so the resolver is rooted at it first.
+                p = testnet.spawn(["sh", "-c", f"read go; {script}"], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                proxy.server.identity = identity.IdentityResolver(proc_fd, root_pid=p.pid,
+                                                                  hasher=hasher)
+                out, err = await loop.run_in_executor(None, lambda: p.communicate("go\n", 30))
+                results.append((p.returncode, out, err))
+        finally:
+            os.close(proc_fd)
+            await proxy.close()
+            await origin.close()
+    net.run(main, timeout=60)
+    return results
+
+
+def allow(binary: str):
+    def policy(port: int) -> str:
+        return f"""
+        version: 1
+        network_policies:
+          origin:
+            endpoints:
+              - {{ host: origin.test, port: {port}, allowed_ips: ["10.77.0.0/24"] }}
+            binaries: [{{ path: {binary} }}]
+        """
+    return policy
+
+
+CURL = "curl -sS --max-time 10 -w '\\n%{{http_code}}' -x {proxy} http://origin.test:{port}/x"
+PYTHON = ("/usr/bin/python3 -c \"import urllib.request as u, urllib.error as e\n"
+          "o = u.build_opener(u.ProxyHandler({{'http': '{proxy}'}}))\n"
+          "try: print(o.open('http://origin.test:{port}/x', timeout=10).status)\n"
+          "except e.HTTPError as x: print(x.read().decode()); print(x.code)\"")
+
+
+def test_allowed_and_refused_binary_to_the_same_host(testnet, net: Net):
+    (curl_rc, curl_out, _), (py_rc, py_out, _py_err) = run_clients(
+        testnet, net, allow("/usr/bin/curl"), [CURL, PYTHON])
+    assert curl_out.rsplit("\n", 1)[1] == "200"
+    assert "\n" in py_out.strip(), (py_out, _py_err)
+    body, code = py_out.strip().rsplit("\n", 1)
+    denial = json.loads(body)
+    assert code == "403" and denial["error"] == "policy_denied"
+    assert denial["binary"].startswith("/usr/bin/python3")
+    assert denial["reason_code"] == "binary_not_allowed" and "/usr/bin/python3" in denial["hint"]
+
+
+def test_a_replaced_binary_is_refused(testnet, net: Net, tmp_path: Path):
+    tool = tmp_path / "bin" / "fetch"
+    tool.parent.mkdir()
+    shutil.copy2("/usr/bin/curl", tool)
+    tmp_path.chmod(0o755)
+    command = CURL.replace("curl ", f"{tool} ", 1)
+    hasher = identity.BinaryHasher()
+    (rc, out, _), = run_clients(testnet, net, allow(str(tool)), [command], hasher)
+    assert out.rsplit("\n", 1)[1] == "200"
+    with open(tool, "ab") as f:  # same path, different content
+        f.write(b"\0tampered")
+    (rc, out, _), = run_clients(testnet, net, allow(str(tool)), [command], hasher)
+    body, code = out.rsplit("\n", 1)
+    denial = json.loads(body)
+    assert code == "403" and denial["error"] == "identity_denied"
+    assert denial["reason_code"] == "binary_changed"
