@@ -268,3 +268,32 @@ def test_many_rules_index():
     assert e.decide("x.w7.example.org", 443, "/opt/t7/tool").rule == "r0007"
     assert not e.decide("x.w7.example.org", 443, "/opt/t8/tool").allowed
     assert not e.decide("h1.example.com", 80, "/usr/bin/c1").allowed
+
+
+def test_config_order_spans_exact_wildcard_and_hostless_indexes():
+    e = engine(network(
+        "  b_exact:\n    endpoints: [{ host: api.example.com, port: 443, protocol: rest, "
+        "enforcement: enforce, access: read-only }]\n    binaries: [{ path: /usr/bin/curl }]\n"
+        "  a_wild:\n    endpoints: [{ host: '*.example.com', port: 443, allowed_ips: [10.1.0.0/24] }]\n"
+        "    binaries: [{ path: /usr/bin/curl }]\n"
+        "  c_any:\n    endpoints: [{ port: 443, allowed_ips: [10.2.0.0/24] }]\n"
+        "    binaries: [{ path: /usr/bin/curl }]\n"))
+    d = e.decide("api.example.com", 443, CURL)
+    assert d.matched_rules == ("a_wild", "b_exact", "c_any")
+    assert d.endpoint_rule == "a_wild" and not d.l7_enabled  # first extended config by key
+    assert len(d.l7_rules) == 3  # b_exact's read-only rules still take part in the union
+    d = e.decide("other.example.org", 443, CURL)
+    assert d.rule == "c_any"
+
+
+def test_decisions_are_memoised_and_bounded():
+    p = load_policy_text(T0)
+    e = compile_policy(p, cache_size=2)
+    first = e.decide("api.anthropic.com", 443, NODE)
+    assert e.decide("api.anthropic.com", 443, NODE) is first
+    assert e.decide("api.anthropic.com", 443, NODE, []) is first  # any sequence of ancestors
+    e.decide("github.com", 443, GIT)
+    e.decide("gitlab.com", 443, "/usr/bin/glab")
+    assert len(e._cache) <= 2
+    uncached = compile_policy(p, cache_size=0)
+    assert uncached.decide("github.com", 443, GIT) is not uncached.decide("github.com", 443, GIT)
