@@ -482,3 +482,21 @@ def test_a_client_slow_to_start_is_still_inspected(net: Net):
         await proxy.close()
         await origin.close()
     net.run(main)
+
+
+def test_idle_tunnels_are_closed(net: Net):
+    async def main():
+        echo = await tcp_echo().start(net.a, 0)
+        port = echo.server.sockets[0].getsockname()[1]
+        proxy = await start_proxy(net.proxy, policy("echo.test", port, f'"{net.a}"'),
+                                  resolver=MapResolver({"echo.test": [net.a]}),
+                                  limits=Limits(idle_timeout=0.4))
+        w, reply = await connect(proxy, f"echo.test:{port}")
+        await w.send(b"a")
+        assert await w.read_exactly(1) == b"a"
+        started = asyncio.get_running_loop().time()
+        assert await w.read_to_eof() == b""
+        assert asyncio.get_running_loop().time() - started < 3
+        await proxy.close()
+        await echo.close()
+    net.run(main)

@@ -415,3 +415,65 @@ def test_connection_cap_answers_503(net: Net):
         await proxy.close()
         await origin.close()
     net.run(main)
+
+
+def test_http10_client_gets_an_unchunked_body(net: Net):
+    async def script(reader, writer):
+        await read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(1)
+
+    async def main():
+        raw = await RawServer(script).start(net.a, 0)
+        port = raw.server.sockets[0].getsockname()[1]
+        proxy = await start_proxy(net.proxy, policy("origin.test", port, allowed_ips=f'"{net.a}"'),
+                                  resolver=MapResolver({"origin.test": [net.a]}))
+        w = await Wire.open(proxy.host, proxy.port)
+        await w.send(f"GET http://origin.test:{port}/ HTTP/1.0\r\n\r\n".encode())
+        reply = await w.response()
+        assert reply.header("transfer-encoding") is None and reply.header("connection") == "close"
+        assert reply.body == b"hello"
+        await proxy.close()
+        await raw.close()
+    net.run(main)
+
+
+def test_upstream_silence_is_a_504(net: Net):
+    async def script(reader, writer):
+        await read_head(reader)
+        await asyncio.sleep(5)
+
+    async def main():
+        raw = await RawServer(script).start(net.a, 0)
+        port = raw.server.sockets[0].getsockname()[1]
+        proxy = await start_proxy(net.proxy, policy("origin.test", port, allowed_ips=f'"{net.a}"'),
+                                  resolver=MapResolver({"origin.test": [net.a]}),
+                                  limits=Limits(response_timeout=0.3))
+        w = await Wire.open(proxy.host, proxy.port)
+        await w.send(get(f"http://origin.test:{port}/", "o"))
+        reply = await w.response()
+        assert reply.status == 504 and reply.json()["error"] == "upstream_timeout"
+        await proxy.close()
+        await raw.close()
+    net.run(main)
+
+
+def test_garbage_from_the_upstream_is_a_502(net: Net):
+    async def script(reader, writer):
+        await read_head(reader)
+        writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+        await writer.drain()
+
+    async def main():
+        raw = await RawServer(script).start(net.a, 0)
+        port = raw.server.sockets[0].getsockname()[1]
+        proxy = await start_proxy(net.proxy, policy("origin.test", port, allowed_ips=f'"{net.a}"'),
+                                  resolver=MapResolver({"origin.test": [net.a]}))
+        w = await Wire.open(proxy.host, proxy.port)
+        await w.send(get(f"http://origin.test:{port}/", "o"))
+        reply = await w.response()
+        assert reply.status == 502 and reply.json()["error"] == "upstream_protocol_error"
+        await proxy.close()
+        await raw.close()
+    net.run(main)

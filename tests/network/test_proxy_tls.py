@@ -4,6 +4,7 @@ upstream verification failures answered inside the tunnel, passthrough left unto
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import ssl
 
@@ -172,4 +173,29 @@ def test_client_that_distrusts_the_sandbox_ca_is_recorded(net: Net):
         assert any(e.reason_code == "client_tls_failed" for e in proxy.events(NetworkEvent))
         await proxy.close()
         await origin.close()
+    net.run(main)
+
+
+def test_inference_local_is_terminated_and_handed_over(net: Net):
+    async def handler(stream, actor, scheme):
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += await stream.read()
+        line = data.split(b"\r\n")[0].decode()
+        body = json.dumps({"scheme": scheme, "line": line}).encode()
+        stream.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+        await stream.drain()
+
+    async def main():
+        leaves = Leaves()
+        proxy = await start_proxy(net.proxy, "version: 1\nnetwork_policies: {}\n",
+                                  leaf_cache=leaves, inference=handler)
+        w = await Wire.open(proxy.host, proxy.port)
+        await w.send(b"CONNECT inference.local:443 HTTP/1.1\r\nHost: inference.local:443\r\n\r\n")
+        assert (await w.response(head_request=True)).status == 200
+        await w.writer.start_tls(leaves.client_context(), server_hostname="inference.local")
+        await w.send(get("/v1/models", "inference.local"))
+        reply = await w.response()
+        assert reply.json() == {"scheme": "https", "line": "GET /v1/models HTTP/1.1"}
+        await proxy.close()
     net.run(main)
