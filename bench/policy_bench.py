@@ -24,7 +24,7 @@ if __package__ in (None, ""):  # run as a script
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     __package__ = "bench"
 
-from stockade.policy import compile_policy, load_policy_text  # noqa: E402
+from stockade.policy import Decision, compile_policy, load_policy_text  # noqa: E402
 
 from .common import Table, median, percentile  # noqa: E402
 
@@ -117,15 +117,16 @@ def _l7(rng: random.Random) -> tuple[str, str, str]:
     return f", protocol: rest, enforcement: enforce, rules: [{rules}]", method, target
 
 
-def _time(calls: list[Callable[[], object]]) -> list[float]:
-    """Microseconds per call, each call timed on its own."""
+def _time(func: Callable[..., object], calls: list[tuple]) -> list[float]:
+    """Microseconds per call of func(*args), each call timed on its own."""
     clock = time.perf_counter_ns
     samples = []
-    for call in calls:
+    append = samples.append
+    for args in calls:
         start = clock()
-        call()
-        samples.append((clock() - start) / 1000)
-    return samples
+        func(*args)
+        append(clock() - start)
+    return [ns / 1000 for ns in samples]
 
 
 def measure(rules: int, lookups: int = LOOKUPS) -> dict[str, float]:
@@ -143,19 +144,18 @@ def measure(rules: int, lookups: int = LOOKUPS) -> dict[str, float]:
     assert not any(engine.decide(*a).allowed for a in deny_args[:500])
     for args in allow_args[:1000]:  # warm up
         decide(*args)
-    allow = _time([lambda a=a: decide(*a) for a in allow_args])
-    deny = _time([lambda a=a: decide(*a) for a in deny_args])
+    allow = _time(decide, allow_args)
+    deny = _time(decide, deny_args)
     cached = compile_policy(policy).decide  # the default memo: repeated destinations
     for args in allow_args:
         cached(*args)
-    repeat = _time([lambda a=a: cached(*a) for a in allow_args])
+    repeat = _time(cached, allow_args)
     checks = []
     for host, port, binary, method, target in gen.l7:
         d = engine.decide(host, port, binary)
         assert d.allowed and d.l7_enabled, (host, port, binary)
         checks.append((d, method, target))
-    l7 = _time([lambda c=rng.choice(checks): c[0].check_request(c[1], c[2])
-                for _ in range(lookups)]) if checks else []
+    l7 = _time(Decision.check_request, [rng.choice(checks) for _ in range(lookups)])
     return {
         "rules": rules, "endpoints": sum(len(r.endpoints) for r in policy.network_policies.values()),
         "load_ms": (loaded - start) * 1000, "compile_ms": (compiled - loaded) * 1000,
@@ -167,6 +167,7 @@ def measure(rules: int, lookups: int = LOOKUPS) -> dict[str, float]:
 
 
 def run() -> Table:
+    load = os.getloadavg()[0]
     table = Table("Policy decisions (microseconds per call; load and compile in ms)",
                   ["rules", "endpoints", "load ms", "compile ms", "allow med", "allow p90",
                    "deny med", "deny p90", "repeat med", "L7 check med", "L7 check p90"])
@@ -182,6 +183,8 @@ def run() -> Table:
     table.note("deny = unknown host, wrong port or unlisted binary (1/3 each); the reason and hint "
                "strings are computed only when read, which this does not do")
     table.note("L7 check = canonicalise the target + match method, path glob and query matchers")
+    table.note(f"load average when starting: {load:.2f} on {os.cpu_count()} CPUs (shared machines: "
+               "other load inflates every figure)")
     return table
 
 

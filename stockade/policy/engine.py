@@ -22,7 +22,7 @@ allow.
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -102,6 +102,7 @@ class _Entry:
     host: HostPattern | None  # None for a hostless endpoint (any host, allowed_ips)
     extended: bool  # has_extended_config, precomputed
     match: Match  # the Match when this entry is the only one that matches
+    allows: Callable[[str | None, Sequence[str]], bool]  # its rule's binary check
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -207,7 +208,7 @@ class Engine:
         keys = sorted(policy.network_policies)
         self.rules: tuple[_Rule, ...] = tuple(_compile_rule(policy.network_policies[k]) for k in keys)
         self.entries: list[_Entry] = []
-        exact: dict[tuple[str, int], list[_Entry]] = {}
+        exact: dict[str, dict[int, list[_Entry]]] = {}
         wild: dict[int, dict[str, list[_Entry]]] = {}
         hostless: dict[int, list[_Entry]] = {}
         for ri, rule in enumerate(self.rules):
@@ -215,26 +216,38 @@ class Engine:
                 pattern = parse_host(ep.host) if ep.host else None
                 l7 = _compile_l7(rule.key, ep)
                 match = Match(rule.key, ep, (rule.key,), rule.key, ei, l7)
-                entry = _Entry(len(self.entries), ri, ei, ep, pattern, ep.has_extended_config, match)
+                entry = _Entry(len(self.entries), ri, ei, ep, pattern, ep.has_extended_config, match,
+                               rule.allows)
                 self.entries.append(entry)
                 for port in ep.ports:
                     if pattern is None:
                         hostless.setdefault(port, []).append(entry)
                     elif pattern.kind == EXACT:
-                        exact.setdefault((pattern.pattern, port), []).append(entry)
+                        exact.setdefault(pattern.pattern, {}).setdefault(port, []).append(entry)
                     else:
                         wild.setdefault(port, {}).setdefault(pattern.suffix, []).append(entry)
-        self._exact = {k: tuple(v) for k, v in exact.items()}
         self._wild = {port: {sfx: tuple(v) for sfx, v in by_sfx.items()}
                       for port, by_sfx in wild.items()}
         self._hostless = {k: tuple(v) for k, v in hostless.items()}
+        # For a host listed exactly, the wildcard and hostless endpoints that also match it are
+        # merged in once, here: looking up a listed host is then a single dict access.
+        self._exact = {host: {p: self._probe(host, p, tuple(v)) for p, v in by_port.items()}
+                       for host, by_port in exact.items()}
         self._matches: dict[tuple[int, ...], Match] = {}  # combinations of passed entries
         self._cache: dict[tuple[str, int, str | None, tuple[str, ...]], Decision] = {}
         self._cache_size = cache_size
 
     def candidates(self, host: str, port: int) -> tuple[_Entry, ...]:
         """Every endpoint matching normalised host:port, in (rule key, endpoint) order."""
-        found = self._exact.get((host, port), ())
+        by_port = self._exact.get(host)
+        if by_port is not None:
+            found = by_port.get(port)
+            if found is not None:
+                return found
+        return self._probe(host, port, ())
+
+    def _probe(self, host: str, port: int, found: tuple[_Entry, ...]) -> tuple[_Entry, ...]:
+        """`found` plus the wildcard and hostless endpoints matching host:port."""
         by_suffix = self._wild.get(port)
         if by_suffix is not None:
             extra: list[_Entry] | None = None
@@ -276,7 +289,7 @@ class Engine:
 
     def _decide(self, host: str, port: int, binary: str | None,
                 ancestors: tuple[str, ...]) -> Decision:
-        h = host.lower()
+        h = host if host.islower() else host.lower()
         if h.endswith(".") or ":" in h:
             h = normalize_host(h)
         if not self.rules:
@@ -284,10 +297,9 @@ class Engine:
         found = self.candidates(h, port)
         if not found:
             return Decision(False, NO_ENDPOINT, h, port, binary, ancestors, None, self)
-        rules = self.rules
         if len(found) == 1:  # the common case: one endpoint for this host:port
             e = found[0]
-            if rules[e.rule].allows(binary, ancestors):
+            if e.allows(binary, ancestors):
                 return Decision(True, None, h, port, binary, ancestors, e.match, self)
             return Decision(False, BINARY_NOT_ALLOWED, h, port, binary, ancestors, None, self)
         verdict: dict[int, bool] = {}
@@ -295,7 +307,7 @@ class Engine:
         for e in found:
             ok = verdict.get(e.rule)
             if ok is None:
-                ok = verdict[e.rule] = rules[e.rule].allows(binary, ancestors)
+                ok = verdict[e.rule] = e.allows(binary, ancestors)
             if ok:
                 passed.append(e)
         if not passed:
