@@ -12,11 +12,13 @@ Hosts compare case-insensitively and ignore one trailing dot. `binary=None` mean
 identity is unavailable (the standalone proxy): binaries are then not checked, but a rule that
 lists none still matches nothing (fail closed; the loader warns about such rules).
 
-Everything is indexed when the engine is compiled: exact hosts by (host, port), wildcard hosts
-by (fixed suffix, port), hostless endpoints by port, binaries as a set of exact paths plus
-precompiled globs. A decision is a few dict lookups; nothing is compiled per call. Denial
-reasons and hints are only computed when read (explain.py), so a deny costs no more than an
-allow.
+Everything is indexed when the engine is compiled: listed hosts by host then port (with the
+wildcard and hostless endpoints that also match them merged in), wildcard hosts by port then
+fixed suffix (a request host probes each of its dot suffixes), hostless endpoints by port, and
+binaries as a set of exact paths plus precompiled globs. The Match of an allowed decision is
+precomputed. A decision is a few dict lookups; nothing is compiled per call, and decisions are
+memoised per (host, port, binary, ancestors). Denial reasons and hints are only computed when
+read (explain.py), so a deny costs no more than an allow.
 """
 
 from __future__ import annotations
