@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..events.types import Action, NetworkEvent
 from ..policy.model import Tls
+from .addresses import IPAddress
 from .http1 import HttpError, Request
 from .l7 import TunnelSession
 from .limits import Limits
@@ -74,6 +76,18 @@ async def read_first_bytes(client: Channel, limits: Limits) -> tuple[bytes, str]
         client.set_timeout()
 
 
+@dataclass(eq=False)
+class RawTunnel:
+    """An open raw tunnel: what `ProxyServer.revalidate` re-decides after a policy reload."""
+
+    host: str
+    port: int
+    caller: Caller
+    address: IPAddress
+    client: Channel
+    upstream: Channel
+
+
 class ConnectHandler:
     def __init__(self, server: ProxyServer, client: Channel, caller: Caller) -> None:
         self.server = server
@@ -114,7 +128,7 @@ class ConnectHandler:
         self.client.write(CONNECT_ESTABLISHED)
         self.pipeline.allowed(admission, caller, "connect", address)
         if not inspect:
-            await relay(self.client, upstream, self.limits.idle_timeout)
+            await self._raw(authority, upstream, address)
             return
         first, kind = await read_first_bytes(self.client, self.limits)
         if kind == "tls":
@@ -139,7 +153,17 @@ class ConnectHandler:
                      "L7 rules if it is not an HTTP API"))
         else:
             self.client.unread(first)
+            await self._raw(authority, upstream, address)
+
+    async def _raw(self, authority: Authority, upstream: Channel, address) -> None:  # noqa: ANN001
+        """Relay encrypted (or opaque) bytes; registered so a policy reload can end it."""
+        tunnel = RawTunnel(authority.host, authority.port, self.caller, address,
+                           self.client, upstream)
+        self.server.tunnels.add(tunnel)
+        try:
             await relay(self.client, upstream, self.limits.idle_timeout)
+        finally:
+            self.server.tunnels.discard(tunnel)
 
     async def _terminate(self, authority: Authority, decision, upstream: Channel,  # noqa: ANN001
                          address, first: bytes) -> None:

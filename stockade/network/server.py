@@ -27,14 +27,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..events.types import Action, Actor, FindingEvent, NetworkEvent, NullRecorder, Recorder
-from .connect import ConnectHandler
+from .connect import ConnectHandler, RawTunnel
 from .exchange import answer
 from .forward import HandOver, ForwardSession, SwitchToConnect, UpstreamPool
 from .http1 import encode_request_head
 from .limits import DEFAULT_LIMITS, Limits
 from .pipeline import Caller, EgressPipeline, EngineSource
 from .relay import Channel
-from .responses import ErrorResponse
+from .responses import ErrorResponse, ProxyError
 from .ssrf import Resolver, SystemResolver
 
 log = logging.getLogger("stockade.proxy")
@@ -97,6 +97,7 @@ class ProxyServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._executor: ThreadPoolExecutor | None = None
         self.active = 0
+        self.tunnels: set[RawTunnel] = set()  # open raw tunnels (L7 tunnels re-decide per request)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -125,6 +126,27 @@ class ProxyServer:
             self._executor.shutdown(wait=False, cancel_futures=True)
         if self._closed is not None and not self._closed.done():
             self._closed.set_result(None)
+
+    def revalidate(self) -> int:
+        """After a policy reload (holder swapped): end raw tunnels the new policy refuses.
+
+        L7 tunnels and forward connections re-decide on their next request by themselves; a raw
+        tunnel carries no requests to hook, so it is decided again here, the dialled address
+        included. Returns how many tunnels were closed."""
+        closed = 0
+        for tunnel in list(self.tunnels):
+            label = f"CONNECT {tunnel.host}:{tunnel.port}"
+            try:
+                decision = self.pipeline.decide(tunnel.host, tunnel.port, tunnel.caller,
+                                                "connect", label)
+                self.pipeline.recheck(decision, tunnel.host, tunnel.port, tunnel.address,
+                                      tunnel.caller, "connect", label)
+            except ProxyError:  # recorded by the pipeline
+                tunnel.client.abort()
+                tunnel.upstream.abort()
+                self.tunnels.discard(tunnel)
+                closed += 1
+        return closed
 
     @property
     def sockets(self) -> list[socket.socket]:

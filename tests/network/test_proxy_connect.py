@@ -500,3 +500,26 @@ def test_idle_tunnels_are_closed(net: Net):
         await proxy.close()
         await echo.close()
     net.run(main)
+
+
+def test_revalidate_ends_raw_tunnels_the_new_policy_refuses(net: Net):
+    async def main():
+        echo = await tcp_echo().start(net.a, 0)
+        port = echo.server.sockets[0].getsockname()[1]
+        proxy = await start_proxy(net.proxy, policy("echo.test", port, f'"{net.a}"'),
+                                  resolver=MapResolver({"echo.test": [net.a]}))
+        w, _ = await connect(proxy, f"echo.test:{port}")
+        await w.send(b"1")
+        assert await w.read_exactly(1) == b"1"
+        assert proxy.server.revalidate() == 0  # same policy: nothing to end
+        await w.send(b"2")
+        assert await w.read_exactly(1) == b"2"
+        proxy.holder.swap(engine_for("version: 1\nnetwork_policies: {}\n"))
+        assert proxy.server.revalidate() == 1
+        with pytest.raises((EOFError, ConnectionResetError)):
+            await w.read_exactly(1)
+        denied = [e for e in proxy.events(NetworkEvent) if e.action is Action.DENIED]
+        assert denied and denied[-1].reason_code == "no_policies"
+        await proxy.close()
+        await echo.close()
+    net.run(main)
