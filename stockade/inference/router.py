@@ -280,7 +280,7 @@ class _Call:
         self.streamed = 200 <= status < 300 and is_event_stream(upstream_headers)
         out = ResponseWriter(self.conn, self.request.version, self.keep_alive)
         self.responded = True
-        await out.start(status, client_response_headers(upstream_headers))
+        await out.start(status, client_response_headers(upstream_headers), defer=not self.streamed)
         chunks = response.aiter_bytes()
         result: RelayResult
         if self.streamed:
@@ -291,6 +291,9 @@ class _Call:
             result = await relay_body(chunks, out, idle_timeout=self.config.stream_idle_timeout,
                                       redactor=redactor)
         self.usage = result.usage
+        if result.replace_with is not None:
+            code_status, code, message = result.replace_with
+            return await self.fail(RouterError(code_status, code, message))
         self.record(status, error=result.error)
         return out.keep_alive and result.complete
 

@@ -14,6 +14,7 @@ Sans-IO except `resolve_key` (reads one env var or file) and `load_routes_file`.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -56,10 +57,7 @@ class Route:
     @property
     def backend_host(self) -> str:
         """`host:port` of the backend, for events (never the path: it may carry a tenant id)."""
-        parts = urlsplit(self.base_url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        host = parts.hostname or ""
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return _host_port(self.base_url)
 
     def key_source(self) -> str:
         """Where the key comes from, for humans (`env OPENAI_API_KEY`, `file ~/.key`, `none`)."""
@@ -68,6 +66,14 @@ class Route:
         if self.api_key_file:
             return f"file {self.api_key_file}"
         return "none"
+
+
+@functools.lru_cache(maxsize=256)
+def _host_port(url: str) -> str:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host = parts.hostname or ""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def make_route(

@@ -34,6 +34,8 @@ class RelayResult:
     error: str | None = None  # why the body ended early (for the event), None when it did not
     complete: bool = True  # False: the response framing was not finished; close the connection
     client_gone: bool = False
+    # Set when the backend failed before the client got a byte: answer this error instead.
+    replace_with: tuple[int, str, str] | None = None  # (status, code, message)
 
 
 class _Failure(Exception):
@@ -80,8 +82,9 @@ async def relay_events(chunks: AsyncIterator[bytes], out: ResponseWriter, *, pro
         except _Failure as failure:
             result.error = failure.message
             aligner.discard()
-            await out.send(sse_error_event(protocol, failure.code, failure.message))
-        await out.finish()
+            await out.finish(sse_error_event(protocol, failure.code, failure.message))
+        else:
+            await out.finish()
     except ClientGone:
         result.client_gone = True
         result.complete = False
@@ -96,20 +99,29 @@ async def relay_body(chunks: AsyncIterator[bytes], out: ResponseWriter, *, idle_
     result = RelayResult()
     captured: list[bytes] = []
     size = 0
+    # Each piece is written once the next read returns, so the last one leaves together with
+    # the terminator (a JSON answer is usually one piece: head, body and end in one write).
+    held = b""
     try:
         try:
             while (chunk := await _next(chunks, idle_timeout)) is not None:
                 size += len(chunk)
                 if size <= MAX_JSON_CAPTURE:
                     captured.append(chunk)
-                await out.send(redactor.feed(chunk) if redactor else chunk)
+                await out.send(held)
+                held = redactor.feed(chunk) if redactor else chunk
             if redactor:
-                await out.send(redactor.flush())
+                held += redactor.flush()
         except _Failure as failure:
             result.error = failure.message
+            if out.unsent and not held:
+                status = 504 if failure.code == "stream_idle_timeout" else 502
+                result.replace_with = (status, failure.code, failure.message)
+                return result
+            await out.send(held)
             result.complete = False
             return result
-        await out.finish()
+        await out.finish(held)
     except ClientGone:
         result.client_gone = True
         result.complete = False

@@ -177,7 +177,12 @@ class ClientStream:
 
 
 class ResponseWriter:
-    """One streamed response: `start`, any number of `send`, then `finish`."""
+    """One streamed response: `start`, any number of `send`, then `finish`.
+
+    `start(..., defer=True)` keeps the head until the first body bytes (or the end) so that a
+    small response leaves in one write: every write to a local peer is a syscall and a wake-up,
+    which is most of what the router adds to a request. Event streams start undeferred: the
+    client sees the status as soon as the backend sent it."""
 
     def __init__(self, stream: ClientStream, version: str, keep_alive: bool) -> None:
         self.stream = stream
@@ -186,21 +191,40 @@ class ResponseWriter:
         self.version = version
         self.started = False
         self.sent_bytes = 0
+        self._pending = b""
 
-    async def start(self, status: int, headers: Iterable[tuple[str, str]]) -> None:
+    async def start(self, status: int, headers: Iterable[tuple[str, str]], *, defer: bool = False) -> None:
         fields = list(headers)
         fields.append(("transfer-encoding", "chunked") if self.chunked else ("connection", "close"))
         if self.chunked and not self.keep_alive:
             fields.append(("connection", "close"))
         self.started = True
-        await self.stream.send(encode_response_head(status, reason_phrase(status), fields, self.version))
+        head = encode_response_head(status, reason_phrase(status), fields, self.version)
+        if defer:
+            self._pending = head
+        else:
+            await self.stream.send(head)
+
+    def _frame(self, data: bytes) -> bytes:
+        if not data:
+            return b""  # an empty chunk would end a chunked body
+        self.sent_bytes += len(data)
+        return encode_chunk(data) if self.chunked else data
+
+    @property
+    def unsent(self) -> bool:
+        """Nothing reached the client yet: the response can still be replaced by an error."""
+        return bool(self._pending) and self.sent_bytes == 0
 
     async def send(self, data: bytes) -> None:
-        if not data:
-            return  # an empty chunk would end a chunked body
-        self.sent_bytes += len(data)
-        await self.stream.send(encode_chunk(data) if self.chunked else data)
+        framed = self._frame(data)
+        if framed or self._pending:
+            out, self._pending = self._pending + framed, b""
+            await self.stream.send(out)
 
-    async def finish(self) -> None:
-        if self.chunked:
-            await self.stream.send(b"0\r\n\r\n")
+    async def finish(self, data: bytes = b"") -> None:
+        """End the body, with its last bytes if given (one write)."""
+        out = self._pending + self._frame(data) + (b"0\r\n\r\n" if self.chunked else b"")
+        self._pending = b""
+        if out:
+            await self.stream.send(out)

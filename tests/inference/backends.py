@@ -46,8 +46,8 @@ class Scenario:
     chunk_delay: float = 0.0  # between SSE events
     head_delay: float = 0.0  # before the status line
     hold_last: bool = False  # before the final events, wait until the test calls release()
-    fail_after: int | None = None  # close the connection abruptly after this many events
-    stall_after: int | None = None  # go silent after this many events until released
+    fail_after: int | None = None  # close the connection abruptly after this many events (JSON: bytes)
+    stall_after: int | None = None  # go silent after this many events (JSON: bytes) until released
     cut_mid_event: bool = False  # with fail_after: send half of the next event first
     gzip: bool = False  # gzip a JSON body (Content-Encoding)
 
@@ -146,6 +146,14 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
         pass
 
+    def setup(self) -> None:
+        super().setup()
+        # Like real model servers (Go, uvicorn): small writes go out at once, no Nagle delay.
+        try:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
     def do_GET(self) -> None:
         self._handle()
 
@@ -223,6 +231,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("content-encoding", "gzip")
         self.send_header("content-length", str(len(data)))
         self.end_headers()
+        if sc is not None and sc.fail_after is not None:  # a JSON body cut after that many bytes
+            self.wfile.write(data[:sc.fail_after])
+            self._abort()
+            return
+        if sc is not None and sc.stall_after is not None:  # ... or stalled there
+            self.wfile.write(data[:sc.stall_after])
+            self.backend.release_event.wait(60)
+            self._abort()
+            return
         self.wfile.write(data)
         self.backend.finished.set()
 

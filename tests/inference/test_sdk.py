@@ -267,6 +267,25 @@ def test_backend_timeout_is_504(openai_backend, anthropic_backend, serve):
     assert info.value.status_code == 504 and info.value.body["error"]["type"] == "timeout_error"
 
 
+def test_a_json_body_that_fails_before_its_first_byte_becomes_an_error_answer(openai_backend, anthropic_backend, serve):
+    # The backend sent its 200 head, then died (or went silent) before any body byte: nothing
+    # reached the client yet, so it gets a proper 502/504 instead of a truncated 200.
+    server = serve([openai_route(openai_backend), anthropic_route(anthropic_backend)],
+                   config=RouterConfig(stream_idle_timeout=0.5))
+    openai_backend.script(Scenario(fail_after=0), Scenario(stall_after=0))
+    with pytest.raises(openai.InternalServerError) as info:
+        server.openai().chat.completions.create(model="x", messages=HI)
+    assert info.value.status_code == 502 and info.value.code == "backend_stream_failed"
+    with pytest.raises(openai.InternalServerError) as info:
+        server.openai().chat.completions.create(model="x", messages=HI)
+    assert info.value.status_code == 504 and info.value.code == "stream_idle_timeout"
+    openai_backend.release()
+    anthropic_backend.script(Scenario(fail_after=10))  # some bytes got through: the body is cut
+    with pytest.raises(anthropic.APIConnectionError):
+        server.anthropic().messages.create(model="c", max_tokens=8, messages=HI)
+    assert [e.status for e in inference_events(server, 3)] == [502, 504, 200]
+
+
 def test_body_over_the_cap_is_413(openai_backend, anthropic_backend, serve):
     server = serve([openai_route(openai_backend), anthropic_route(anthropic_backend)],
                    config=RouterConfig(max_body=4096))
