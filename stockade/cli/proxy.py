@@ -113,20 +113,12 @@ def proxy(policy_path: str, listen: str, upstream_ca: str | None, ca_cert_out: s
 def _tls_and_secrets(policy, upstream_ca: str | None, ca_cert_out: str | None,
                      secret_specs: dict[str, tuple[str, ...] | None]) -> dict:
     from ..network.ca import CertificateAuthority
-    from ..network.server import default_upstream_context
+    from ..network.tls import LeafCache
     ca = CertificateAuthority.generate("proxy")
     if ca_cert_out:
         Path(ca_cert_out).write_bytes(ca.certificate_pem)
-    kwargs: dict = {}
-    try:
-        from ..network.tls import LeafCache
-    except ImportError:  # pragma: no cover - tls.py lands with the identity/credentials work
-        kwargs["leaf_cache"] = None
-        kwargs["upstream_tls"] = default_upstream_context(upstream_ca)
-    else:
-        leaves = LeafCache(ca)
-        kwargs["leaf_cache"] = leaves
-        kwargs["upstream_tls"] = leaves.upstream_context(upstream_ca)
+    leaves = LeafCache(ca)
+    kwargs: dict = {"leaf_cache": leaves, "upstream_tls": leaves.upstream_context(upstream_ca)}
     if secret_specs:
         from ..network.credentials import SecretStore
         kwargs["secrets"] = SecretStore.from_environment(secret_specs, policy)

@@ -27,9 +27,6 @@ pytestmark = pytest.mark.netns
 
 REPO = str(Path(__file__).resolve().parents[2])
 PY = sys.executable
-needs_leaves = pytest.mark.skipif(
-    __import__("importlib").util.find_spec("stockade.network.tls") is None,
-    reason="TLS termination needs stockade.network.tls (LeafCache), not in this tree yet")
 
 
 @dataclass
@@ -165,7 +162,6 @@ def test_curl_connect_denied(world: World):
     assert r.returncode != 0 and "403" in r.stderr
 
 
-@needs_leaves
 def test_curl_https_terminated_for_l7_rules(world: World):
     ok = world.curl("--cacert", str(world.proxy_ca), "https://api.test:8443/v1/models")
     assert ok.returncode == 0, ok.stderr
@@ -201,7 +197,6 @@ def test_python_requests(world: World):
     assert json.loads(r.stdout) == ["/r0", "/r1", "/r2", "/raw", 403, True]
 
 
-@needs_leaves
 def test_python_requests_and_httpx_through_terminated_tls(world: World):
     r = world.python(f"""
         import json, requests, httpx
@@ -230,7 +225,6 @@ def test_httpx_forward_and_raw_tls(world: World):
     assert json.loads(r.stdout) == ["/x", "/y", "origin.test:8080"]
 
 
-@needs_leaves
 def test_git_clone_over_https_and_push_denied(world: World, tmp_path: Path):
     env = ["env", f"https_proxy={world.proxy}", f"GIT_SSL_CAINFO={world.proxy_ca}",
            "HOME=/tmp", "GIT_TERMINAL_PROMPT=0"]
@@ -246,7 +240,6 @@ def test_git_clone_over_https_and_push_denied(world: World, tmp_path: Path):
     assert push.returncode != 0 and "403" in push.stderr
 
 
-@needs_leaves
 def test_pip_install_from_an_https_index(world: World):
     target = world.workdir / "site"
     r = world.run([PY, "-m", "pip", "install", "--no-cache-dir", "--disable-pip-version-check",

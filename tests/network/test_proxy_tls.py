@@ -12,6 +12,8 @@ import pytest
 import trustme
 
 from stockade.events.types import Action, HttpEvent, NetworkEvent
+from stockade.network.ca import CertificateAuthority
+from stockade.network.tls import LeafCache
 
 from .support.harness import MapResolver, Net, net, start_proxy  # noqa: F401
 from .support.origins import Origin
@@ -27,24 +29,15 @@ L7 = """
               - allow: { method: POST, path: "/upload" }"""
 
 
-class Leaves:
-    """Leaf certificates for terminated hosts (the real LeafCache signs with the sandbox CA)."""
+class Leaves(LeafCache):
+    """The proxy's real leaf cache over a fresh CA, plus a client context that trusts it."""
 
     def __init__(self) -> None:
-        self.ca = trustme.CA()
-        self._cache: dict[str, ssl.SSLContext] = {}
-
-    def server_context(self, host: str) -> ssl.SSLContext:
-        if host not in self._cache:
-            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            self.ca.issue_cert(host).configure_cert(ctx)
-            ctx.set_alpn_protocols(["http/1.1"])
-            self._cache[host] = ctx
-        return self._cache[host]
+        self.ca = CertificateAuthority.generate("test")
+        super().__init__(self.ca)
 
     def client_context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context()
-        self.ca.configure_trust(ctx)
+        ctx = ssl.create_default_context(cadata=self.ca.certificate_pem.decode())
         ctx.set_alpn_protocols(["h2", "http/1.1"])
         return ctx
 
