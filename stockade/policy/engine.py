@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
 from . import explain
@@ -201,6 +201,33 @@ class Decision:
         return check_request(self, method, target)
 
 
+def _decision_factory() -> Callable[..., Decision]:
+    """Decision(...) without the frozen-dataclass __init__, which routes every field through
+    object.__setattr__ and costs about as much as the rest of a decision. The slot descriptors
+    are bound once; the instance is the same frozen Decision."""
+    new = object.__new__
+    setters = [getattr(Decision, f.name).__set__ for f in fields(Decision)]
+    s0, s1, s2, s3, s4, s5, s6, s7 = setters
+
+    def make(allowed: bool, reason_code: str | None, host: str, port: int, binary: str | None,
+             ancestors: tuple[str, ...], match: Match | None, engine: Engine) -> Decision:
+        d = new(Decision)
+        s0(d, allowed)
+        s1(d, reason_code)
+        s2(d, host)
+        s3(d, port)
+        s4(d, binary)
+        s5(d, ancestors)
+        s6(d, match)
+        s7(d, engine)
+        return d
+
+    return make
+
+
+_decision = _decision_factory()
+
+
 class Engine:
     """A compiled policy. Immutable after construction (its caches only memoise); safe to share
     between threads."""
@@ -295,15 +322,15 @@ class Engine:
         if h.endswith(".") or ":" in h:
             h = normalize_host(h)
         if not self.rules:
-            return Decision(False, NO_POLICIES, h, port, binary, ancestors, None, self)
+            return _decision(False, NO_POLICIES, h, port, binary, ancestors, None, self)
         found = self.candidates(h, port)
         if not found:
-            return Decision(False, NO_ENDPOINT, h, port, binary, ancestors, None, self)
+            return _decision(False, NO_ENDPOINT, h, port, binary, ancestors, None, self)
         if len(found) == 1:  # the common case: one endpoint for this host:port
             e = found[0]
             if e.allows(binary, ancestors):
-                return Decision(True, None, h, port, binary, ancestors, e.match, self)
-            return Decision(False, BINARY_NOT_ALLOWED, h, port, binary, ancestors, None, self)
+                return _decision(True, None, h, port, binary, ancestors, e.match, self)
+            return _decision(False, BINARY_NOT_ALLOWED, h, port, binary, ancestors, None, self)
         verdict: dict[int, bool] = {}
         passed: list[_Entry] = []
         for e in found:
@@ -313,14 +340,14 @@ class Engine:
             if ok:
                 passed.append(e)
         if not passed:
-            return Decision(False, BINARY_NOT_ALLOWED, h, port, binary, ancestors, None, self)
+            return _decision(False, BINARY_NOT_ALLOWED, h, port, binary, ancestors, None, self)
         if len(passed) == 1:
-            return Decision(True, None, h, port, binary, ancestors, passed[0].match, self)
+            return _decision(True, None, h, port, binary, ancestors, passed[0].match, self)
         combo = tuple(e.order for e in passed)
         match = self._matches.get(combo)
         if match is None:
             match = self._matches.setdefault(combo, self._combine(passed))
-        return Decision(True, None, h, port, binary, ancestors, match, self)
+        return _decision(True, None, h, port, binary, ancestors, match, self)
 
     def _combine(self, passed: list[_Entry]) -> Match:
         config = next((e for e in passed if e.extended), passed[0])

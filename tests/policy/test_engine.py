@@ -297,3 +297,14 @@ def test_decisions_are_memoised_and_bounded():
     assert len(e._cache) <= 2
     uncached = compile_policy(p, cache_size=0)
     assert uncached.decide("github.com", 443, GIT) is not uncached.decide("github.com", 443, GIT)
+
+
+def test_engine_decisions_are_ordinary_frozen_decisions(t0):
+    import dataclasses
+
+    from stockade.policy.engine import Decision
+    d = t0.decide("api.anthropic.com", 443, NODE, ("/bin/sh",))
+    assert isinstance(d, Decision)
+    assert d == Decision(True, None, "api.anthropic.com", 443, NODE, ("/bin/sh",), d.match, t0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        d.allowed = False  # type: ignore[misc]
