@@ -179,6 +179,7 @@ class Supervisor:
     interrupted: int = 0  # a signal that arrived before the command started
     child_status: int | None = None
     status_data: bytes = b""
+    tls_dir: str | None = None  # landlock-only mode: where the CA files are
 
     def run(self) -> int:
         from .isolation.launcher import Early
@@ -228,6 +229,10 @@ class Supervisor:
             return self._supervise(spec, prepared, ctl, status_r, wake_r, host_listener, minter)
         finally:
             lock.release()
+            if self.tls_dir:
+                import shutil
+
+                shutil.rmtree(self.tls_dir, ignore_errors=True)
             if spec.terminal_fd is not None:
                 set_foreground(spec.terminal_fd, os.getpgrp())
 
@@ -243,9 +248,13 @@ class Supervisor:
             state_dir = str(state.state_dir())
             extra: dict[str, Any] = {}
             if self.options.isolation == LANDLOCK_ONLY:
-                tls_dir = os.path.join(state_dir, "sandboxes", self.name, "tls")
-                os.makedirs(tls_dir, mode=0o755, exist_ok=True)
-                extra = {"proxy_port": proxy_port, "tls_dir": tls_dir}
+                # Not in the state directory (0700, and Landlock must not open it): a directory of
+                # its own that the command can read, removed when the sandbox ends.
+                import tempfile
+
+                self.tls_dir = tempfile.mkdtemp(prefix=f"stockade-{self.name}-tls-")
+                os.chmod(self.tls_dir, 0o755)
+                extra = {"proxy_port": proxy_port, "tls_dir": self.tls_dir}
             req = Request(argv=self.options.argv, policy=policy, name=self.name, workdir=self.options.workdir,
                           isolation=self.options.isolation, **extra)
             return prepare(req, state_dir=state_dir), lock

@@ -13,7 +13,7 @@ import os
 import signal
 from typing import NoReturn
 
-from . import privileges
+from . import libc, privileges
 from .channel import SetupError, report_failure
 from .landlock import LandlockSetup
 from .spec import SandboxSpec
@@ -25,7 +25,7 @@ EXIT_SETUP, EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND = 125, 126, 127
 def exec_command(spec: SandboxSpec, landlock: LandlockSetup, seccomp_filter: object, status_fd: int) -> NoReturn:
     try:
         _prepare(spec, landlock, seccomp_filter, status_fd)
-        os.execvpe(spec.argv[0], list(spec.argv), spec.env)
+        _execvpe(spec.argv, spec.env)
     except SetupError as exc:
         report_failure(status_fd, exc)
         os._exit(EXIT_SETUP)
@@ -41,6 +41,7 @@ def exec_command(spec: SandboxSpec, landlock: LandlockSetup, seccomp_filter: obj
 
 def _prepare(spec: SandboxSpec, landlock: LandlockSetup, seccomp_filter: object, status_fd: int) -> None:
     _default_signals()
+    parent = os.getppid()
     os.setpgid(0, 0)
     if spec.terminal_fd is not None:
         set_foreground(spec.terminal_fd, os.getpid())
@@ -49,6 +50,10 @@ def _prepare(spec: SandboxSpec, landlock: LandlockSetup, seccomp_filter: object,
         privileges.drop_bounding_set()  # we hold CAP_SETPCAP: root, or root of our user namespace
     if spec.run_as is not None:
         privileges.become(spec.run_as)
+    if spec.plan is None:  # no pid namespace: die with init (set after setuid, which clears it)
+        libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            raise SetupError("init", "init died while the command was starting")
     privileges.clear_capabilities()
     try:
         os.chdir(spec.cwd)
@@ -68,6 +73,25 @@ def _prepare(spec: SandboxSpec, landlock: LandlockSetup, seccomp_filter: object,
         seccomp_filter.load()  # type: ignore[attr-defined]
     except OSError as exc:
         raise SetupError("seccomp", f"loading the seccomp filter: {exc.strerror}", exc.errno or 0) from None
+
+
+def _execvpe(argv: tuple[str, ...], env: dict[str, str]) -> NoReturn:
+    """execvp's search, except that a PATH directory we cannot enter means "not there" (as in
+    shells), so a missing command is 127 even when PATH lists an unreadable directory."""
+    if "/" in argv[0]:
+        os.execve(argv[0], list(argv), env)
+    saved: OSError | None = None
+    for directory in env.get("PATH", os.defpath).split(":"):
+        path = os.path.join(directory or ".", argv[0])
+        try:
+            os.execve(path, list(argv), env)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as exc:
+            if exc.errno == errno.EACCES and not os.path.exists(path):
+                continue  # the directory itself is out of reach
+            saved = saved or exc
+    raise saved or FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
 
 
 def _default_signals() -> None:

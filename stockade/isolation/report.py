@@ -57,6 +57,7 @@ def weaker_mode_text(abi: int, port: int | None) -> str:
             "named Unix sockets on the host (tmux, ssh-agent, docker) stay reachable" if abi < 9
             else "named Unix sockets limited to read_write paths",
             "/tmp and /run are the host's",
+            "background processes of the command can outlive a stockade killed by SIGKILL",
             f"TCP to port {port} on any address is allowed (Landlock rules match ports, not hosts)"]
     if abi < 10:
         lost.append("UDP is not restricted (Landlock ABI < 10)")
