@@ -9,10 +9,12 @@ In-process:
         backend.script(Scenario(hold_last=True))
         ... backend.received[-1].headers ...
 
-In another process or network namespace (e.g. `testnet.spawn`), controlled over HTTP:
-    python -m tests.inference.backends openai 10.77.0.5 8000
+In another process or network namespace (e.g. `testnet.spawn`; see remote.py), scripted over
+HTTP on its port or on a Unix control socket (reachable across network namespaces):
+    python -m tests.inference.backends openai 10.77.0.5 8000 /tmp/x/openai.sock [EXPECTED_KEY]
     POST /_control/scenario {"chunk_delay": 0.1}   GET /_control/received
     POST /_control/release                          POST /_control/reset
+    RemoteBackend("/tmp/x/openai.sock").script(hold_last=True)
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import dataclasses
 import gzip
 import json
 import socket
+import socketserver
 import ssl
 import struct
 import sys
@@ -419,9 +422,67 @@ def _events(protocol: str, path: str, req: dict[str, Any], sc: Scenario) -> list
     return out
 
 
+class _UnixHTTPServer(socketserver.ThreadingUnixStreamServer):
+    daemon_threads = True
+
+
+def serve_control(backend: FakeBackend, path: str) -> None:
+    """Serve the /_control endpoints on a Unix socket as well: a path in the file system is
+    reachable from every network namespace, so a test outside the backend's namespace can
+    script it (RemoteBackend)."""
+    handler = type("ControlHandler", (_Handler,), {"backend": backend, "address_string": lambda self: "unix"})
+    server = _UnixHTTPServer(path, handler)
+    threading.Thread(target=server.serve_forever, daemon=True, kwargs={"poll_interval": 0.05}).start()
+
+
+class RemoteBackend:
+    """Scripts a FakeBackend running in another process through its control socket."""
+
+    def __init__(self, control_path: str) -> None:
+        self.path = control_path
+
+    def _call(self, method: str, path: str, payload: Any = None) -> Any:
+        import http.client
+
+        class Conn(http.client.HTTPConnection):
+            def connect(inner) -> None:  # noqa: N805 - http.client's hook
+                inner.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                inner.sock.connect(self.path)
+
+        conn = Conn("backend", timeout=30)
+        body = json.dumps(payload).encode() if payload is not None else None
+        conn.request(method, path, body=body, headers={"Content-Length": str(len(body or b""))})
+        reply = conn.getresponse()
+        data = json.loads(reply.read())
+        conn.close()
+        return data
+
+    def script(self, **scenario: Any) -> None:
+        self._call("POST", "/_control/scenario", scenario)
+
+    def release(self) -> None:
+        self._call("POST", "/_control/release", {})
+
+    def reset(self) -> None:
+        self._call("POST", "/_control/reset", {})
+
+    @property
+    def received(self) -> list[Received]:
+        items = self._call("GET", "/_control/received")["received"]
+        return [Received(i["method"], i["path"], [tuple(h) for h in i["headers"]], i["body"].encode())
+                for i in items]
+
+    @property
+    def finished(self) -> bool:
+        return bool(self._call("GET", "/_control/received")["finished"])
+
+
 def main(argv: list[str]) -> None:
+    """python -m tests.inference.backends openai|anthropic HOST PORT [CONTROL_SOCKET [EXPECTED_KEY]]"""
     protocol, host, port = argv[0], argv[1], int(argv[2])
-    backend = FakeBackend(protocol, host, port)
+    backend = FakeBackend(protocol, host, port, expected_key=argv[4] if len(argv) > 4 else None)
+    if len(argv) > 3:
+        serve_control(backend, argv[3])
     print(f"listening {backend.url}", flush=True)
     backend.server.serve_forever(poll_interval=0.05)
 
