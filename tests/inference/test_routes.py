@@ -260,3 +260,17 @@ def test_missing_routes_file(tmp_path):
 
 def test_an_empty_routes_list_is_valid():
     assert parse_routes("routes: []\n") == []
+
+
+# -- the sandbox's environment ---------------------------------------------------------------
+
+def test_route_keys_are_replaced_in_the_sandbox_environment(tmp_path):
+    from stockade.inference.sandbox import PLACEHOLDER_KEY, key_files, sandbox_variables
+
+    routes = [route("o", api_key_env="OPENAI_API_KEY"), route("l", no_api_key=True, api_key_env=None),
+              make_route("a", "anthropic", "https://api.anthropic.com", api_key_file=str(tmp_path / "k"))]
+    assert sandbox_variables(routes) == {"OPENAI_API_KEY": PLACEHOLDER_KEY}
+    assert sandbox_variables(routes, base_urls=True) == {
+        "OPENAI_API_KEY": PLACEHOLDER_KEY, "OPENAI_BASE_URL": "https://inference.local/v1",
+        "ANTHROPIC_BASE_URL": "https://inference.local"}
+    assert key_files(routes) == (str(tmp_path / "k"),)
