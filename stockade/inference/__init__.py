@@ -1,8 +1,9 @@
 """Inference routing: `https://inference.local` inside the sandbox, the user's model backends outside.
 
 The proxy hands each intercepted inference.local connection (TLS already terminated) to
-`InferenceRouter.handle_connection`; routes come from `stockade inference set` (the state store,
-`StoreRoutes`) or a `--inference-routes` YAML file (`load_routes_file`).
+`InferenceRouter.handle_channel` (its inference hook); routes come from `stockade inference set`
+(the state store, `StoreRoutes`) or a `--inference-routes` YAML file (`load_routes_file`), and
+`sandbox_variables` / `key_files` say what the sandbox must not see.
 
 Names are imported on first use, so `stockade inference list` does not load httpx.
 """
@@ -17,6 +18,7 @@ _EXPORTS = {
     "Route": "routes", "RouteError": "routes", "RoutesFileError": "routes",
     "load_routes_file": "routes", "make_route": "routes", "parse_routes": "routes",
     "StoreRoutes": "routestore",
+    "sandbox_variables": "sandbox", "key_files": "sandbox", "key_variables": "sandbox",
 }
 
 __all__ = sorted(_EXPORTS)
