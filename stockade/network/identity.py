@@ -463,7 +463,7 @@ class IdentityResolver:
     def _same_netns(self) -> bool:
         try:
             theirs = os.stat(f"{self.root_pid}/ns/net", dir_fd=self.proc_fd)
-            ours = os.stat("/proc/self/ns/net")
+            ours = os.stat("/proc/thread-self/ns/net")  # where a new socket would live
         except OSError:
             return False
         return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
