@@ -92,9 +92,10 @@ def proxy(policy_path: str, listen: str, upstream_ca: str | None, ca_cert_out: s
         click.echo(f"stockade proxy: {exc}", err=True)
         sys.exit(EXIT_INVALID)
     engine = compile_policy(policy)
+    from ..network.credentials import CredentialError
     try:
         server_kwargs = _tls_and_secrets(policy, upstream_ca, ca_cert_out, _secret_specs(secrets))
-    except StockadeError as exc:
+    except (StockadeError, CredentialError, OSError) as exc:
         click.echo(f"stockade proxy: {exc}", err=True)
         sys.exit(EXIT_INVALID)
     try:
@@ -107,6 +108,12 @@ def proxy(policy_path: str, listen: str, upstream_ca: str | None, ca_cert_out: s
     click.echo(f"stockade proxy listening on {bound[0]}:{bound[1]} (policy {policy_path}: "
                f"{rules} rule{'s' if rules != 1 else ''}); no sandbox: binary identity is "
                "unavailable, binary lists are not checked", err=True)
+    store = server_kwargs.get("secrets")
+    if store is not None:
+        # Placeholders are not secrets: clients of a sidecar proxy need them to send requests.
+        for key, placeholder in store.placeholder_env().items():
+            hosts = ", ".join(store.bound_hosts(key)) or "(no host)"
+            click.echo(f"placeholder {key}={placeholder} (substituted toward {hosts})", err=True)
     _run(_serve(engine, listener, server_kwargs, _StderrRecorder(verbose)))
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..events.types import FindingEvent
+from .credentials import CredentialError
 from .http1 import Headers
 from .responses import ProxyError, denied
 
@@ -25,16 +26,13 @@ def apply_secrets(server: Any, caller: Caller, host: str, port: int, target: str
     secrets = server.secrets
     if secrets is None:
         return target, headers
-    blob = "\n".join([target, *(v for _, v in headers)]).encode("latin-1")
+    blob = "\n".join([target, *(part for pair in headers for part in pair)])
     if not secrets.contains_placeholder(blob):
         return target, headers
-    from .credentials import CredentialError
     try:
         sub = secrets.substitute(host, target, headers)
     except CredentialError as exc:
-        code = getattr(exc, "code", "credential_refused")
-        key = getattr(exc, "key", None)
-        reason = str(exc)
+        code, key, reason = exc.code, exc.key, exc.message
         recorder.record(FindingEvent(
             "placeholder_misuse", f"credential placeholder refused for {host}:{port}", "high",
             caller.actor, reason, host, port))
@@ -42,7 +40,7 @@ def apply_secrets(server: Any, caller: Caller, host: str, port: int, target: str
             error="credential_refused", detail=f"a credential placeholder in this request may "
             f"not be sent to {host}:{port}; the request was not forwarded", host=host, port=port,
             binary=caller.binary, policy=None, reason=reason,
-            hint=(f"bind the secret to this host: stockade run --secret {key}={host}"
-                  if key else None),
+            hint=(f"if {host} should receive {key}, bind it: --secret {key}={host}"
+                  if key and code == "wrong_host" else None),
             extra={"reason_code": code})) from None
     return sub.target, list(sub.headers)

@@ -9,6 +9,8 @@ client verifies the proxy's CA, written by --ca-cert-out).
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -117,8 +119,9 @@ def world(testnet: TestNet, tmp_path_factory) -> World:
         """))
     proxy_ca = work / "proxy-ca.pem"
     testnet.spawn([*STOCKADE, "proxy", "--policy", str(policy), "--listen", f"{proxy_addr}:3128",
-                   "--upstream-ca", str(upstream_ca), "--ca-cert-out", str(proxy_ca), "-v"],
-                  cwd=REPO, stderr=open(log, "w"))
+                   "--upstream-ca", str(upstream_ca), "--ca-cert-out", str(proxy_ca), "-v",
+                   "--secret", "API_KEY=origin.test"],
+                  cwd=REPO, stderr=open(log, "w"), env={**os.environ, "API_KEY": "sk-test-value"})
     wait_for_port(testnet, proxy_addr, 3128)
     wait_for_port(testnet, origin, 8080)
     wait_for_port(testnet, origin, 8443)
@@ -248,3 +251,14 @@ def test_pip_install_from_an_https_index(world: World):
                    "stockade-demo"], timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "stockade proxy" in (target / "stockade_demo" / "__init__.py").read_text()
+
+
+def test_curl_credential_placeholder(world: World):
+    placeholder = re.search(r"placeholder API_KEY=(\S+)", world.log.read_text()).group(1)
+    ok = world.curl("-H", f"Authorization: Bearer {placeholder}", "http://origin.test:8080/k")
+    assert json.loads(ok.stdout)["headers"]["Authorization"] == "Bearer sk-test-value"
+    refused = world.curl("-w", "\n%{http_code}", "--cacert", str(world.proxy_ca),
+                         "-H", f"Authorization: Bearer {placeholder}", "https://api.test:8443/v1/k")
+    body, code = refused.stdout.rsplit("\n", 1)
+    assert code == "403" and json.loads(body)["error"] == "credential_refused"
+    assert "sk-test-value" not in world.log.read_text()
