@@ -60,6 +60,24 @@ class TunnelSession(HttpSession):
     def host_port(self) -> tuple[str | None, int | None]:
         return self.authority.host, self.authority.port
 
+    async def next_request(self, first: bool = False) -> Request | None:
+        # Between requests, the upstream closing (its keep-alive timeout) must look to the
+        # client like the server closing, so that it reconnects instead of sending its next
+        # request into a dead tunnel. Unsolicited bytes end the tunnel the same way.
+        upstream = self.upstream
+        if upstream.eof and not first:
+            return None
+        upstream.on_data = lambda _data: self._upstream_gone()
+        upstream.on_eof = self._upstream_gone
+        try:
+            return await super().next_request(first)
+        finally:
+            upstream.on_data = upstream.on_eof = None
+
+    def _upstream_gone(self) -> None:
+        if not self.reader.pending_head:
+            self.client.close()
+
     def close(self) -> None:
         super().close()
         self.upstream.close()

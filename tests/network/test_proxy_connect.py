@@ -523,3 +523,24 @@ def test_revalidate_ends_raw_tunnels_the_new_policy_refuses(net: Net):
         await proxy.close()
         await echo.close()
     net.run(main)
+
+
+def test_upstream_closing_an_idle_l7_tunnel_closes_the_client_side(net: Net):
+    async def script(reader, writer):
+        await read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        await asyncio.sleep(0.2)  # then the server's keep-alive timeout closes the connection
+
+    async def main():
+        raw = await RawServer(script).start(net.a, 0)
+        port = raw.server.sockets[0].getsockname()[1]
+        proxy = await start_proxy(net.proxy, policy("api.test", port, f'"{net.a}"', L7),
+                                  resolver=MapResolver({"api.test": [net.a]}))
+        w, _ = await connect(proxy, f"api.test:{port}")
+        await w.send(get("/v1/a", "api.test"))
+        assert (await w.response()).body == b"ok"
+        assert await w.read_to_eof() == b""  # the close is passed on, not a later 502
+        await proxy.close()
+        await raw.close()
+    net.run(main)
