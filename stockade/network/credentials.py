@@ -229,8 +229,7 @@ class SecretStore:
         """The request to forward to `host`, placeholders replaced by secrets; raises
         CredentialError when any placeholder may not or cannot be replaced. Header pairs may
         be bytes or (latin-1) str; the result has the same type."""
-        text = [target, *(part for pair in headers for part in pair)]
-        if not any(placeholder_evidence(part) for part in text):
+        if not placeholder_evidence(_blob(target, headers)):  # the hot path: one scan
             return Substitution(target, list(headers), frozenset())
         name = normalize_host(host)
         used: set[str] = set()
@@ -375,6 +374,15 @@ class SecretStore:
             return CREDENTIAL_MARK.format(key)
 
         return self._redactor.sub(mark, text)
+
+
+def _blob(target: str, headers: Sequence[tuple[Any, Any]]) -> str | bytes:
+    """Target, header names and values in one buffer, for a single evidence scan."""
+    if headers and isinstance(headers[0][0], bytes):
+        parts = [target.encode("latin-1", "replace")]
+        parts += [part for pair in headers for part in pair]
+        return b"\n".join(parts)
+    return "\n".join([target, *(part for pair in headers for part in pair)])
 
 
 def _parse_hosts(key: str, host_list: str) -> tuple[HostPattern, ...]:
