@@ -88,6 +88,14 @@ class RawTunnel:
     upstream: Channel
 
 
+async def leaf_context(leaves, host: str):  # noqa: ANN001, ANN201 - a LeafCache, an SSLContext
+    """The leaf context for `host`; a first-time leaf (key, signature, chain load: a few ms)
+    is built in a thread so that the event loop keeps serving other connections."""
+    if host in leaves:
+        return leaves.server_context(host)
+    return await asyncio.get_running_loop().run_in_executor(None, leaves.server_context, host)
+
+
 class ConnectHandler:
     def __init__(self, server: ProxyServer, client: Channel, caller: Caller) -> None:
         self.server = server
@@ -174,7 +182,14 @@ class ConnectHandler:
             raise ProxyError(ErrorResponse(
                 502, "tls_termination_unavailable", f"TLS to {authority} must be inspected but "
                 "this proxy has no certificate authority", {"host": host, "port": port}))
-        tls_client = TlsChannel(self.client, leaves.server_context(host), server_side=True)
+        try:
+            context = await leaf_context(leaves, host)
+        except ValueError as exc:
+            upstream.close()
+            raise ProxyError(ErrorResponse(
+                502, "tls_termination_unavailable", f"no certificate can be issued for {host}: "
+                f"{exc}", {"host": host, "port": port})) from None
+        tls_client = TlsChannel(self.client, context, server_side=True)
         tls_up = TlsChannel(upstream, self.server.upstream_tls, server_side=False,
                             server_hostname=host)
         up_handshake = asyncio.ensure_future(tls_up.handshake(b"", self.limits.tls_handshake_timeout))
@@ -219,7 +234,7 @@ class ConnectHandler:
         if kind != "tls":
             self.client.close()
             return None
-        tls_client = TlsChannel(self.client, leaves.server_context(INFERENCE_HOST),
+        tls_client = TlsChannel(self.client, await leaf_context(leaves, INFERENCE_HOST),
                                 server_side=True)
         try:
             await tls_client.handshake(first, self.limits.tls_handshake_timeout)
