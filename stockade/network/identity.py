@@ -155,10 +155,8 @@ class BinaryHasher:
                     return digest
                 entry.bad.append(fp)
                 trusted = entry.sha256
-        raise IdentityError(
-            "binary_changed",
-            f"binary integrity violation: {path} hash changed (trusted {trusted}, now {digest})",
-        )
+        raise IdentityError("binary_changed", f"binary integrity violation: {path} hash changed "
+                            f"(trusted {trusted}, now {digest})")
 
     def trusted(self, path: str) -> str | None:
         """The hash trusted for `path`, if it has been seen."""
@@ -169,17 +167,10 @@ class BinaryHasher:
     def _lookup(self, path: str, fp: Fingerprint) -> str | None:
         with self._lock:
             entry = self._entries.get(path)
-            if entry is None:
-                return None
-            if fp in entry.good:
-                return entry.sha256
-            if fp in entry.bad:
-                trusted = entry.sha256
-            else:
-                return None
-        raise IdentityError(
-            "binary_changed", f"binary integrity violation: {path} differs from trusted {trusted}"
-        )
+            if entry is None or fp not in entry.bad:
+                return entry.sha256 if entry is not None and fp in entry.good else None
+        raise IdentityError("binary_changed", f"binary integrity violation: {path} differs "
+                            f"from trusted {entry.sha256}")
 
     def _path_lock(self, path: str) -> threading.Lock:
         with self._lock:
@@ -443,17 +434,14 @@ class IdentityResolver:
         try:
             holders = self._holders(inode, opened)
             if not holders:
-                raise IdentityError(
-                    "no_owner", f"no process holds socket {inode} ({client[0]}:{client[1]})"
-                )
+                raise IdentityError("no_owner", f"no process holds socket {inode}")
             for proc in holders:
                 self._read_exe(proc)
             binaries = {proc.binary for proc in holders}
             if len(binaries) > 1:
                 owners = ", ".join(f"{p.pid}={p.binary}" for p in holders)
-                raise IdentityError(
-                    "ambiguous_owner", f"socket {inode} is shared by different binaries: {owners}"
-                )
+                raise IdentityError("ambiguous_owner",
+                                    f"socket {inode} is shared by different binaries: {owners}")
             chains = [self._ancestors(proc, opened) for proc in holders]
             return self._identity(inode, holders, chains)
         finally:
@@ -583,9 +571,8 @@ class IdentityResolver:
             try:
                 pfd = os.open(str(ppid), _O_DIR, dir_fd=self.proc_fd)
             except OSError as exc:
-                raise IdentityError(
-                    "ancestor_changed", f"parent {ppid} of pid {cur.pid} is gone"
-                ) from exc
+                raise IdentityError("ancestor_changed", f"parent {ppid} of {cur.pid} is gone") \
+                    from exc
             parent = _Proc(ppid, pfd)
             opened.append(parent)
             # If the parent died and its pid was reused before we opened it, `cur` has been
