@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .errors import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, EXIT_STOCKADE_FAILURE, EXIT_TIMEOUT, StockadeError
 from .isolation import channel
 from .isolation.channel import SetupError
-from .isolation.camint import CaMaterial
 from .isolation.environment import BUNDLE_FILE, CA_FILE
 from .isolation.spec import LANDLOCK_ONLY, NAMESPACES, SandboxSpec
 from .isolation.terminal import set_foreground
 
 if TYPE_CHECKING:  # the policy package is imported after the launcher is forked
+    from .isolation.camint import CaMaterial
     from .isolation.prepare import Prepared
     from .isolation.report import Report
     from .policy.model import Policy
@@ -182,14 +182,16 @@ class Supervisor:
     tls_dir: str | None = None  # landlock-only mode: where the CA files are
 
     def run(self) -> int:
-        from .isolation.launcher import Early
-        from .isolation.namespaces import NAMESPACES_ROOT, NAMESPACES_ROOTLESS, PROXY_PORT, proxy_listener
-
         from . import state
+        from .isolation.spec import NAMESPACES_ROOT, NAMESPACES_ROOTLESS, PROXY_PORT, Early
 
         self.name = state.validate_name(self.options.name) if self.options.name else state.generate_name()
         landlock_mode = self.options.isolation == LANDLOCK_ONLY
-        host_listener = proxy_listener(port=0) if landlock_mode else None
+        host_listener = None
+        if landlock_mode:
+            from .isolation.namespaces import proxy_listener
+
+            host_listener = proxy_listener(port=0)
         rootless = os.geteuid() != 0
         early = Early(
             isolation=self.options.isolation,

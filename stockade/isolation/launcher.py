@@ -18,26 +18,13 @@ import os
 import pickle
 import signal
 import socket
-from dataclasses import dataclass
 from typing import NoReturn
 
 from . import channel, libc, namespaces
 from .channel import SetupError, report_failure
-from .spec import NAMESPACES, SandboxSpec
+from .spec import NAMESPACES, Early, SandboxSpec
 
 EXIT_SETUP = 125
-
-
-@dataclass(frozen=True, slots=True)
-class Early:
-    """What the child knows when it is forked, before the policy is loaded."""
-
-    isolation: str
-    namespaces: tuple[str, ...]
-    uid: int
-    gid: int
-    supervisor_pid: int
-    proxy_port: int
 
 
 def child_main(early: Early, ctl: socket.socket, status_fd: int) -> NoReturn:

@@ -18,16 +18,12 @@ from collections.abc import Callable
 
 from . import libc
 from .channel import SetupError
-
-NAMESPACES_ROOT = ("mnt", "pid", "net", "ipc", "uts")
-NAMESPACES_ROOTLESS = ("user",) + NAMESPACES_ROOT
+from .spec import NAMESPACES_ROOT, NAMESPACES_ROOTLESS, PROXY_HOST, PROXY_PORT  # noqa: F401
 _FLAGS = {"user": libc.CLONE_NEWUSER, "mnt": libc.CLONE_NEWNS, "pid": libc.CLONE_NEWPID,
           "net": libc.CLONE_NEWNET, "ipc": libc.CLONE_NEWIPC, "uts": libc.CLONE_NEWUTS}
 
 SIOCGIFFLAGS, SIOCSIFFLAGS = 0x8913, 0x8914
 IFF_UP = 0x1
-PROXY_HOST = "127.0.0.1"
-PROXY_PORT = 3128
 
 
 def enter(names: tuple[str, ...], *, uid: int, gid: int) -> None:

@@ -16,11 +16,10 @@ from ..policy.model import Compatibility, Policy
 from .environment import CA_DIR, EnvironmentInputs, build_environment
 from .landlock import IMPLICIT_LANDLOCK_ONLY, IMPLICIT_NAMESPACE
 from .mountplan import MountPlan, plan_mounts
-from .namespaces import NAMESPACES_ROOT, NAMESPACES_ROOTLESS, PROXY_HOST, PROXY_PORT
 from .paths import PathGrant, host_inspect, is_within, normalize
 from .privileges import RunAs, resolve_run_as
 from .seccomp import effective_denylist
-from .spec import LANDLOCK_ONLY, NAMESPACES, SandboxSpec
+from .spec import LANDLOCK_ONLY, NAMESPACES, NAMESPACES_ROOT, NAMESPACES_ROOTLESS, PROXY_HOST, PROXY_PORT, SandboxSpec
 from .terminal import foreground_terminal
 
 # Sockets worth hiding wherever they are (besides everything /proc/net/unix lists).

@@ -15,7 +15,6 @@ import pwd
 import resource
 from dataclasses import dataclass
 
-from . import libc
 from .channel import SetupError
 
 DEFAULT_USER = "nobody"
@@ -66,6 +65,8 @@ def _group_exists(name: str) -> bool:
 
 def drop_bounding_set() -> None:
     """Empty the capability bounding set (needs CAP_SETPCAP: root, or root of a user namespace)."""
+    from . import libc
+
     cap = 0
     while True:
         try:
@@ -96,6 +97,8 @@ def become(run_as: RunAs) -> None:
 
 def clear_capabilities() -> None:
     """Clear the ambient, effective, permitted and inheritable sets of this process."""
+    from . import libc
+
     try:
         libc.prctl(libc.PR_CAP_AMBIENT, libc.PR_CAP_AMBIENT_CLEAR_ALL)
         libc.clear_capabilities()
@@ -104,6 +107,8 @@ def clear_capabilities() -> None:
 
 
 def no_new_privs() -> None:
+    from . import libc
+
     try:
         libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
     except OSError as exc:

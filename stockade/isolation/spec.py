@@ -7,14 +7,32 @@ supervisor's memory (they are forks, not new interpreters), so nothing is serial
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .mountplan import MountPlan
-from .paths import PathGrant
-from .privileges import RunAs
-from .seccomp import Block
+if TYPE_CHECKING:  # kept light: the supervisor imports this before it forks
+    from .mountplan import MountPlan
+    from .paths import PathGrant
+    from .privileges import RunAs
+    from .seccomp import Block
 
 NAMESPACES = "namespaces"
 LANDLOCK_ONLY = "landlock"
+NAMESPACES_ROOT = ("mnt", "pid", "net", "ipc", "uts")
+NAMESPACES_ROOTLESS = ("user",) + NAMESPACES_ROOT
+PROXY_HOST = "127.0.0.1"
+PROXY_PORT = 3128
+
+
+@dataclass(frozen=True, slots=True)
+class Early:
+    """What the supervisor's child knows when it is forked, before the policy is loaded."""
+
+    isolation: str
+    namespaces: tuple[str, ...]
+    uid: int
+    gid: int
+    supervisor_pid: int
+    proxy_port: int
 
 
 @dataclass(frozen=True, slots=True)
