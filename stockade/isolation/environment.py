@@ -25,10 +25,13 @@ class EnvironmentInputs:
     sandbox: str
     proxy_url: str  # http://127.0.0.1:3128
     ca_dir: str = CA_DIR
+    # Root mode: the run-as user's USER, LOGNAME and HOME replace root's.
+    identity: tuple[tuple[str, str], ...] = ()
 
 
 def build_environment(user_env: Mapping[str, str], inputs: EnvironmentInputs) -> dict[str, str]:
     env = {k: v for k, v in user_env.items() if k not in STRIPPED}
+    env.update(inputs.identity)
     for name in PROXY_VARIABLES:
         env[name] = env[name.lower()] = inputs.proxy_url
     env["NO_PROXY"] = env["no_proxy"] = NO_PROXY

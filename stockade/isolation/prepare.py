@@ -98,10 +98,11 @@ def prepare(req: Request, *, state_dir: str, env: Mapping[str, str] | None = Non
     if allow:
         notes.append(f"seccomp allows {', '.join(sorted(allow))} (policy)")
     proxy_url = f"http://{PROXY_HOST}:{req.proxy_port}"
+    identity = (("USER", run_as.user), ("LOGNAME", run_as.user), ("HOME", run_as.home)) if run_as else ()
     spec = SandboxSpec(
         name=req.name,
         argv=req.argv,
-        env=build_environment(env, EnvironmentInputs(req.name, proxy_url, req.tls_dir)),
+        env=build_environment(env, EnvironmentInputs(req.name, proxy_url, req.tls_dir, identity)),
         cwd=cwd,
         isolation=req.isolation,
         namespaces=(NAMESPACES_ROOTLESS if rootless else NAMESPACES_ROOT) if req.isolation == NAMESPACES else (),

@@ -38,10 +38,25 @@ def _paths(items: list[str] | tuple[str, ...]) -> str:
     return shown + (f" and {len(items) - _SHOWN} more" if len(items) > _SHOWN else "")
 
 
+def implicit_text(paths: tuple[str, ...]) -> str:
+    """`/proc, /dev/{null,zero}, /run/stockade`: the implicit entries, grouped by directory."""
+    groups: dict[str, list[str]] = {}
+    for path in paths:
+        head, _, tail = path.rpartition("/")
+        groups.setdefault(head if head in ("/dev",) else path, []).append(tail if head == "/dev" else "")
+    parts = []
+    for head, tails in groups.items():
+        names = [t for t in tails if t]
+        parts.append(f"{head}/{{{','.join(names)}}}" if len(names) > 1 else (f"{head}/{names[0]}" if names else head))
+    return ", ".join(parts)
+
+
 def _landlock(r: Report) -> str:
     if r.landlock_abi == 0:
         return f"landlock NOT ENFORCED ({r.landlock_unavailable})"
-    text = f"landlock ABI {r.landlock_abi}: {r.landlock_rules} rules ({len(r.landlock_implicit)} implicit)"
+    text = f"landlock ABI {r.landlock_abi}: {r.landlock_rules} rules"
+    if r.landlock_implicit:
+        text += f" (implicit: {implicit_text(r.landlock_implicit)})"
     if r.landlock_scoped:
         text += ", signals and abstract sockets scoped"
     if r.landlock_tcp_port is not None:

@@ -13,7 +13,7 @@ def _report(**changes) -> Report:
     base = dict(
         name="brave-otter", isolation="namespaces", rootless=True, run_as="uid 1000",
         namespaces=("user", "mnt", "pid", "net", "ipc", "uts"), landlock_abi=7, landlock_unavailable="",
-        landlock_rules=14, landlock_implicit=("/proc", "/dev/null"), landlock_skipped=(),
+        landlock_rules=14, landlock_implicit=("/proc", "/dev/null", "/dev/tty", "/run/stockade"), landlock_skipped=(),
         landlock_scoped=True, landlock_tcp_port=None, seccomp_rules=46, proxy="127.0.0.1:3128",
         policy_source="p.yaml",
     )
@@ -25,7 +25,7 @@ def test_the_report_is_one_line_saying_what_is_enforced():
     line = format_report(_report())
     assert "\n" not in line
     for part in ("sandbox brave-otter", "rootless as uid 1000", "namespaces user,mnt,pid,net,ipc,uts",
-                 "landlock ABI 7: 14 rules (2 implicit)", "signals and abstract sockets scoped",
+                 "landlock ABI 7: 14 rules (implicit: /proc, /dev/{null,tty}, /run/stockade)", "signals and abstract sockets scoped",
                  "seccomp 46 rules", "proxy 127.0.0.1:3128", "policy p.yaml"):
         assert part in line
     assert "NOT ENFORCED" not in line
@@ -68,6 +68,9 @@ def test_environment_adds_proxy_sandbox_and_ca_variables():
     for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "PIP_CERT"):
         assert env[name] == "/run/stockade/ca-bundle.pem"
     assert env["NODE_EXTRA_CA_CERTS"] == "/run/stockade/ca.pem"
+    root_mode = build_environment({"HOME": "/root", "USER": "root"}, EnvironmentInputs(
+        "x", "http://127.0.0.1:3128", identity=(("USER", "nobody"), ("HOME", "/nonexistent"))))
+    assert (root_mode["USER"], root_mode["HOME"]) == ("nobody", "/nonexistent")
 
 
 def test_userns_diagnosis_names_the_cause_and_the_fix():

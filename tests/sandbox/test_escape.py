@@ -324,6 +324,22 @@ def test_the_supervisor_cannot_be_signalled_or_ptraced(sandbox):
     assert "alive" in out
 
 
+def test_init_a_fork_of_the_supervisor_cannot_be_read(sandbox):
+    code = (
+        "import errno\n"
+        "for name in ('environ', 'mem', 'maps', 'fd/0'):\n"
+        "    try:\n"
+        "        with open('/proc/1/' + name, 'rb') as f:\n"
+        "            f.read(1); print(name, 'READ')\n"
+        "    except OSError as e:\n"
+        "        print(name, errno.errorcode[e.errno])\n"
+    )
+    result = sandbox.python(code)
+    assert result.returncode == 0, result.stderr
+    assert "READ" not in result.stdout
+    assert len(result.stdout.splitlines()) == 4
+
+
 def test_setuid_binaries_grant_nothing(sandbox, gcc):
     suid_dir = sandbox.space / "suid"
     suid_dir.mkdir()
