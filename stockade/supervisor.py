@@ -39,7 +39,7 @@ TIMEOUT_GRACE = 1.0  # seconds between SIGTERM and SIGKILL on --timeout
 SETUP_TIMEOUT = 60.0  # a sandbox that is not ready by then is broken
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RunOptions:
     argv: tuple[str, ...]
     policy_path: str | None = None  # None: the built-in default policy
@@ -61,7 +61,7 @@ class CommandFailed(StockadeError):
 
 # -- the proxy hook ---------------------------------------------------------------------------
 
-@dataclass(slots=True)
+@dataclass
 class SandboxProcesses:
     """Who is who. Host pids are in the supervisor's pid namespace; `agent_pid` is in the
     sandbox's (resolve it, and any socket owner, through `ProxyContext.procfs`)."""
@@ -71,7 +71,7 @@ class SandboxProcesses:
     agent_pid: int | None = None  # the command, in sandbox terms; set once it is forked
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ProxyContext:
     sandbox: str
     policy: Policy

@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 _LEN = struct.Struct("!I")
 
 
-@dataclass(slots=True)
+@dataclass
 class CaMaterial:
     key_pem: bytes = field(repr=False)
     certificate_pem: bytes

@@ -60,7 +60,7 @@ def parse_failures(data: bytes) -> list[SetupError]:
     return errors
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Message:
     kind: str
     data: dict[str, Any]

@@ -20,7 +20,7 @@ PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
 STRIPPED: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class EnvironmentInputs:
     sandbox: str
     proxy_url: str  # http://127.0.0.1:3128

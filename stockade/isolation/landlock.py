@@ -47,7 +47,7 @@ IMPLICIT_LANDLOCK_ONLY = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Rights:
     abi: int
     handled_fs: int
@@ -79,7 +79,10 @@ def preload() -> None:
     """
     import ctypes
 
-    from landlockpy import _syscall
+    from .libc import soname_lookup
+
+    with soname_lookup():
+        from landlockpy import _syscall
 
     if _syscall._libc is None:
         lib = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -103,7 +106,7 @@ def probe_abi() -> tuple[int, str]:
         return 0, reason
 
 
-@dataclass(slots=True)
+@dataclass
 class LandlockSetup:
     """The prepared ruleset (None when Landlock is not applied) and what went into it."""
 

@@ -6,8 +6,12 @@ search paths may be gone, so nothing here may look a library up lazily.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+import sys
+import types
+from collections.abc import Iterator
 
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -130,3 +134,33 @@ def clear_capabilities() -> None:
     header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()
     _check(_libc.capset(ctypes.byref(header), ctypes.byref(data)), "capset")
+
+
+SONAMES = {"c": "libc.so.6", "seccomp": "libseccomp.so.2"}
+
+
+@contextlib.contextmanager
+def soname_lookup() -> Iterator[None]:
+    """While importing pyseccomp and landlockpy: `ctypes.util.find_library` answers the usual
+    sonames without importing subprocess or running `ldconfig -p` (tens of milliseconds here).
+    When a soname does not load, the real module is left in place and does the lookup."""
+    try:
+        for soname in SONAMES.values():
+            ctypes.CDLL(soname)
+    except OSError:
+        yield
+        return
+    stub = types.ModuleType("ctypes.util")
+    stub.find_library = SONAMES.get  # type: ignore[attr-defined]
+    real = sys.modules.get("ctypes.util")
+    sys.modules["ctypes.util"] = stub
+    ctypes.util = stub  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        if real is None:
+            del sys.modules["ctypes.util"]
+            del ctypes.util  # type: ignore[attr-defined]
+        else:
+            sys.modules["ctypes.util"] = real
+            ctypes.util = real  # type: ignore[attr-defined]

@@ -28,7 +28,7 @@ SYSTEM_ROOTS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", 
                 "/proc", "/sys", "/dev")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Private:
     """A fresh filesystem at `path`: proc, the minimal dev, or a private tmpfs (tmp, run)."""
 
@@ -36,7 +36,7 @@ class Private:
     what: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Bind:
     """Bind the host's `path` (a real path, no symlinks) at the same place in the view."""
 
@@ -46,7 +46,7 @@ class Bind:
     grants: tuple[str, ...]  # the policy paths that asked for it
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Symlink:
     path: str
     target: str
@@ -55,7 +55,7 @@ class Symlink:
 Step = Private | Bind | Symlink
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class MountPlan:
     steps: tuple[Step, ...]
     skipped: tuple[tuple[str, str], ...]  # (policy path, reason): missing or unreadable

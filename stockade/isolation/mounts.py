@@ -31,13 +31,13 @@ _KEPT_FLAGS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ScanBudget:
     entries: int = 5000
     depth: int = 6
 
 
-@dataclass(slots=True)
+@dataclass
 class ViewFacts:
     """What building the view found, for the startup report."""
 

@@ -28,7 +28,7 @@ def path_error_reason(err: int) -> str:
     return _REASONS.get(err, "unexpected error")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class PathGrant:
     """One path the sandbox may use: from the policy, the workdir, or stockade itself."""
 
@@ -37,7 +37,7 @@ class PathGrant:
     origin: str = "policy"  # "policy" | "workdir" | "implicit"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Entry:
     """What lstat says about one path: kind is dir, file, other, symlink, or missing."""
 
@@ -49,7 +49,7 @@ class Entry:
 Inspect = Callable[[str], Entry]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Resolved:
     """A grant's path resolved on the host: the real path and the symlinks crossed to reach it."""
 

@@ -30,7 +30,7 @@ WELL_KNOWN_SOCKETS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Request:
     """What `stockade run` was asked to do."""
 
@@ -43,7 +43,7 @@ class Request:
     tls_dir: str = CA_DIR  # landlock mode: a directory in the state dir
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Prepared:
     spec: SandboxSpec
     notes: tuple[str, ...]

@@ -21,7 +21,7 @@ DEFAULT_USER = "nobody"
 DEFAULT_GROUPS = ("nogroup", "nobody")  # Debian names it nogroup, Fedora nobody
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RunAs:
     user: str
     uid: int

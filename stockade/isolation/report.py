@@ -9,7 +9,7 @@ from .spec import LANDLOCK_ONLY
 _SHOWN = 3  # how many paths of a list the line spells out
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Report:
     name: str
     isolation: str

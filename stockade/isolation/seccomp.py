@@ -34,7 +34,7 @@ _NEW_SYSCALLS = {"open_tree_attr": 467}
 LIFTABLE = frozenset({"memfd_create"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ArgTest:
     """One argument comparison; all tests of a Block must hold (AND)."""
 
@@ -44,7 +44,7 @@ class ArgTest:
     mask: int = LOW32
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Block:
     syscall: str
     reason: str
@@ -127,34 +127,15 @@ def effective_denylist(allow: frozenset[str] = frozenset()) -> tuple[Block, ...]
 
 
 def load_pyseccomp() -> ModuleType:
-    """Import pyseccomp, resolving libc and libseccomp by soname first.
+    """Import pyseccomp with libc and libseccomp resolved by soname (see libc.soname_lookup):
+    its import-time find_library would run `ldconfig -p`, and fail after pivot_root."""
+    from .libc import soname_lookup
 
-    pyseccomp calls ctypes.util.find_library at import time, which runs `ldconfig -p` (slow) and
-    fails once the mount view or Landlock is in place. Known sonames are tried directly.
-    """
-    import ctypes
-    import ctypes.util
-
-    real = ctypes.util.find_library
-    sonames = {"c": "libc.so.6", "seccomp": "libseccomp.so.2"}
-
-    def find_library(name: str) -> str | None:
-        soname = sonames.get(name)
-        if soname:
-            try:
-                ctypes.CDLL(soname)
-                return soname
-            except OSError:
-                pass
-        return real(name)
-
-    ctypes.util.find_library = find_library
-    try:
-        import pyseccomp
-    except RuntimeError as exc:  # "Unable to find libseccomp"
-        raise OSError(errno.ENOENT, f"{exc} (install libseccomp2)") from None
-    finally:
-        ctypes.util.find_library = real
+    with soname_lookup():
+        try:
+            import pyseccomp
+        except RuntimeError as exc:  # "Unable to find libseccomp"
+            raise OSError(errno.ENOENT, f"{exc} (install libseccomp2)") from None
     return pyseccomp
 
 

@@ -23,7 +23,7 @@ PROXY_HOST = "127.0.0.1"
 PROXY_PORT = 3128
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Early:
     """What the supervisor's child knows when it is forked, before the policy is loaded."""
 
@@ -35,7 +35,7 @@ class Early:
     proxy_port: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class SandboxSpec:
     name: str
     argv: tuple[str, ...]
