@@ -15,7 +15,8 @@ import ssl
 
 from .relay import Channel
 
-_READ_SIZE = 256 * 1024
+# Below glibc's mmap threshold: SSLObject.read allocates this much on every call.
+_READ_SIZE = 64 * 1024
 
 
 class TlsError(Exception):
