@@ -20,7 +20,6 @@ Run: python -m bench inference   (or: python -m bench.inference_bench)
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json
 import os
 import socket
@@ -41,50 +40,28 @@ CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 
 # -- the stockade side (a subprocess: python -m bench.inference_bench serve ...) ------------
 
-def _leaf(ca, host: str) -> tuple[bytes, bytes]:
-    """An inference.local leaf signed by the sandbox CA (what the proxy's leaf cache does)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
-            .issuer_name(ca.certificate.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-            .sign(ca.key, hashes.SHA256()))
-    return (cert.public_bytes(serialization.Encoding.PEM),
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()))
-
-
-def serve(backend_url: str, cert_file: str, key_file: str) -> None:
+def serve(backend_url: str, ca_out: str) -> None:
+    """The stockade side: a sandbox CA (its certificate written to `ca_out`), the proxy with
+    the router as its inference hook, and the router alone on a plain listener."""
     import uvloop
 
     from stockade.inference import InferenceRouter
     from stockade.inference.routes import make_route
+    from stockade.network.ca import CertificateAuthority
     from stockade.network.pipeline import PolicyHolder
     from stockade.network.server import ProxyServer
+    from stockade.network.tls import LeafCache
     from stockade.policy.engine import compile_policy
     from stockade.policy.loader import load_policy_text
 
-    class Leaves:
-        def __init__(self) -> None:
-            self.ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            self.ctx.load_cert_chain(cert_file, key_file)
-
-        def server_context(self, host: str) -> ssl.SSLContext:
-            return self.ctx
+    ca = CertificateAuthority.generate("bench")
+    Path(ca_out).write_bytes(ca.certificate_pem)
 
     async def main() -> None:
         route = make_route("bench", "openai", backend_url + "/v1", model="llama3.2", api_key_env="BENCH_KEY")
         router = InferenceRouter([route], environ={"BENCH_KEY": KEY})
         holder = PolicyHolder(compile_policy(load_policy_text("version: 1\nnetwork_policies: {}\n")))
-        proxy = ProxyServer(holder, leaf_cache=Leaves(), inference=router.handle_channel)
+        proxy = ProxyServer(holder, leaf_cache=LeafCache(ca), inference=router.handle_channel)
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         sock.listen(128)
@@ -186,8 +163,6 @@ def _wait_port(port: int, timeout: float = 15.0) -> None:
 
 
 def run() -> Table:
-    from stockade.network.ca import CertificateAuthority
-
     env = dict(os.environ, PYTHONPATH=REPO)
     procs: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory(prefix="stockade-bench-inference-") as tmp:
@@ -197,13 +172,10 @@ def run() -> Table:
                 [sys.executable, "-m", "tests.inference.backends", "openai", "127.0.0.1", str(backend_port)],
                 cwd=REPO, env=env, stdout=subprocess.DEVNULL))
             _wait_port(backend_port)
-            ca = CertificateAuthority.generate("bench")
-            cert, key = _leaf(ca, "inference.local")
-            Path(tmp, "leaf.pem").write_bytes(cert)
-            Path(tmp, "leaf.key").write_bytes(key)
+            ca_file = Path(tmp, "ca.pem")
             stockade = subprocess.Popen(
                 [sys.executable, "-m", "bench.inference_bench", "serve", f"http://127.0.0.1:{backend_port}",
-                 str(Path(tmp, "leaf.pem")), str(Path(tmp, "leaf.key"))],
+                 str(ca_file)],
                 cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             procs.append(stockade)
             ready = stockade.stdout.readline().split()  # type: ignore[union-attr]
@@ -213,7 +185,7 @@ def run() -> Table:
             paths = {
                 "direct": Client(_plain(backend_port), f"127.0.0.1:{backend_port}"),
                 "router (plain)": Client(_plain(router_port), "inference.local"),
-                "inference.local": Client(_connect_through_proxy(proxy_port, ca.certificate_pem), "inference.local"),
+                "inference.local": Client(_connect_through_proxy(proxy_port, ca_file.read_bytes()), "inference.local"),
             }
             return _measure(paths)
         finally:
@@ -250,6 +222,6 @@ def _measure(paths: dict[str, Client]) -> Table:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "serve":
-        serve(*sys.argv[2:5])
+        serve(*sys.argv[2:4])
     else:
         print(run().render())

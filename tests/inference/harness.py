@@ -21,8 +21,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import trustme
-
 from stockade.events.types import Actor, ListRecorder
 from stockade.inference import InferenceRouter, RouterConfig
 from stockade.inference.routes import Route
@@ -34,32 +32,20 @@ CALLER_KEY = "sk-caller-key-that-must-never-reach-a-backend"
 
 
 class TlsIdentity:
-    """A CA and the inference.local leaf it signed (what the sandbox CA does in production)."""
+    """The sandbox CA and its leaf cache, as the supervisor mints them (stockade.network)."""
 
     def __init__(self) -> None:
-        self.ca = trustme.CA()
-        self.leaf = self.ca.issue_cert("inference.local")
+        from stockade.network.ca import CertificateAuthority
+        from stockade.network.tls import LeafCache
+
+        self.ca = CertificateAuthority.generate("inference-tests")
+        self.leaves = LeafCache(self.ca)
 
     def server_context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.leaf.configure_cert(ctx)
-        return ctx
+        return self.leaves.server_context("inference.local")
 
     def client_context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context()
-        self.ca.configure_trust(ctx)
-        return ctx
-
-
-class _Leaves:
-    """Stands in for the proxy's leaf cache until stockade.network.tls lands: one context."""
-
-    def __init__(self, tls: TlsIdentity) -> None:
-        self._ctx = tls.server_context()
-
-    def server_context(self, host: str) -> ssl.SSLContext:
-        assert host == "inference.local"
-        return self._ctx
+        return ssl.create_default_context(cadata=self.ca.certificate_pem.decode())
 
 
 class RouterServer:
@@ -119,7 +105,7 @@ class RouterServer:
 
         # No network policy at all: interception precedes the policy (network.md §9 case 102).
         holder = PolicyHolder(compile_policy(load_policy_text("version: 1\nnetwork_policies: {}\n")))
-        self.proxy = ProxyServer(holder, recorder=self.recorder, leaf_cache=_Leaves(self.tls),
+        self.proxy = ProxyServer(holder, recorder=self.recorder, leaf_cache=self.tls.leaves,
                                  inference=self.router.handle_channel)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.bind(("127.0.0.1", 0))

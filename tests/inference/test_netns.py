@@ -11,7 +11,6 @@ import sys
 
 import pytest
 
-from .harness import TlsIdentity
 from .remote import REPO, start_backend
 
 pytestmark = pytest.mark.netns
@@ -30,15 +29,10 @@ def test_sdks_through_the_proxy_to_backends_in_the_namespace(testnet, tmp_path):
         f"  - {{name: lan-vllm, protocol: openai, base_url: '{openai_b.url}/v1', model: llama3.2,"
         " api_key_env: OPENAI_ROUTE_KEY}\n"
         f"  - {{name: claude, protocol: anthropic, base_url: '{anthropic_b.url}', api_key_env: ANTHROPIC_ROUTE_KEY}}\n")
-    tls = TlsIdentity()
-    tls.leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "leaf.pem"))
-    tls.leaf.private_key_pem.write_to_path(str(tmp_path / "leaf.key"))
-    tls.ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-
     env = {**os.environ, "PYTHONPATH": REPO, "OPENAI_ROUTE_KEY": OPENAI_KEY, "ANTHROPIC_ROUTE_KEY": ANTHROPIC_KEY}
     server = subprocess.Popen(
         testnet.command([sys.executable, "-m", "tests.inference.standalone", str(routes),
-                         str(tmp_path / "leaf.pem"), str(tmp_path / "leaf.key")], cwd=REPO),
+                         str(tmp_path / "ca.pem")], cwd=REPO),
         env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         ready = server.stdout.readline().split()
