@@ -76,7 +76,7 @@ class ResponseRelay:
         self.request = request
         self.route = route
         self.on_unsolicited = on_unsolicited
-        self.done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self.done: asyncio.Future[Outcome] = upstream.loop.create_future()
         self.head_sent = False
         self.chunk_out = False
         self.close_client = False

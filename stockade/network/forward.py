@@ -109,7 +109,7 @@ class UpstreamPool:
         # An idle upstream that speaks or closes is not reusable: drop it at once.
         channel.on_data = lambda _data: self._evict(key, entry)
         channel.on_eof = lambda: self._evict(key, entry)
-        entry.timer = asyncio.get_running_loop().call_later(
+        entry.timer = channel.loop.call_later(
             self.limits.pool_idle_timeout, self._evict, key, entry)
         entries.append(entry)
         self._count += 1
