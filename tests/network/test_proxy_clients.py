@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -25,7 +26,11 @@ from tests.support.netns import TestNet, wait_for_port
 
 from .support.packages import make_index, make_repo
 
-pytestmark = pytest.mark.netns
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.skipif(shutil.which("curl") is None or shutil.which("git") is None,
+                       reason="curl and git are needed (scripts/system-deps.sh installs them)"),
+]
 
 REPO = str(Path(__file__).resolve().parents[2])
 PY = sys.executable

@@ -19,7 +19,11 @@ from .support.harness import MapResolver, Net, net, start_proxy  # noqa: F401
 from .support.origins import Origin
 
 identity = pytest.importorskip("stockade.network.identity")
-pytestmark = pytest.mark.netns
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.skipif(shutil.which("curl") is None or not os.path.exists("/usr/bin/python3"),
+                       reason="curl and /usr/bin/python3 are needed (scripts/system-deps.sh)"),
+]
 
 PROXY_PORT = 41311
 
