@@ -6,8 +6,9 @@ request to another host (OpenShell forwards everything after the first request u
 The Host header is replaced by the URL's authority (RFC 9112 §3.2.2); hop-by-hop and Proxy-*
 fields are dropped; Via is added.
 
-Upstream connections are reused per (host, port, validated address) across client
-connections. A pooled connection is only reused after its address passes the SSRF rules of the
+Upstream connections are reused: the previous one stays with the client session while it asks
+the same host:port, others wait in a pool shared by all client connections. Each carries the
+address it was validated as, and is reused only after that address passes the SSRF rules of the
 *current* decision, so a policy reload that removes `allowed_ips` stops reuse at once.
 """
 
