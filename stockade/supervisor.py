@@ -1,11 +1,13 @@
 """The supervisor: owns one sandbox from `stockade run` to its exit code.
 
-    prepare the spec (policy, run-as user, mount plan)  ->  fork the launcher (main thread, no
-    threads yet)  ->  mint the CA while the sandbox is being built  ->  receive the proxy
-    listener and the sandbox's /proc  ->  serve the proxy  ->  print the report  ->  let init
-    start the command  ->  forward signals, handle Ctrl-Z, enforce --timeout  ->  exit code.
+    fork the launcher first (main thread, no thread exists yet; it enters the namespaces and
+    imports what init needs)  ->  fork the CA minter  ->  load the policy and decide the spec,
+    send it  ->  receive the proxy listener and the sandbox's /proc  ->  serve the proxy  ->
+    print the report  ->  let init start the command  ->  forward signals, hand the terminal
+    back and forth on Ctrl-Z, enforce --timeout  ->  exit code (DESIGN.md §5).
 
-The proxy is plugged in through `serve_proxy(ProxyContext) -> ProxyServer`.
+The proxy is plugged in through `serve_proxy(ProxyContext) -> ProxyServer`; it runs in its own
+thread(s) while the main thread keeps the lifecycle.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from .isolation.terminal import set_foreground
 if TYPE_CHECKING:  # the policy package is imported after the launcher is forked
     from .isolation.camint import CaMaterial
     from .isolation.prepare import Prepared
-    from .isolation.report import Report
     from .policy.model import Policy
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
@@ -297,9 +298,9 @@ class Supervisor:
         proxy = serve_proxy(ProxyContext(self.name, self.policy, listener, setup.procfs, ca,
                                          processes, spec.isolation))
         try:
-            from .isolation.report import format_report
+            from .isolation.report import build_report, format_report
 
-            report = build_report(spec, prepared, setup.facts, self.policy.source,
+            report = build_report(spec, prepared.notes, prepared.not_enforced, setup.facts, self.policy.source,
                                   f"127.0.0.1:{listener.getsockname()[1]}")
             if not self.options.quiet:
                 print(format_report(report), file=sys.stderr, flush=True)
@@ -449,37 +450,6 @@ class Supervisor:
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-def build_report(spec: SandboxSpec, prepared: Prepared, facts: dict[str, Any], source: str, proxy: str) -> Report:
-    from .isolation.report import Report, weaker_mode_text
-
-    not_enforced = list(prepared.not_enforced)
-    abi = int(facts.get("landlock_abi", 0))
-    if abi == 0:
-        not_enforced.append(f"Landlock filesystem rules ({facts.get('landlock_unavailable')})"
-                            + ("; the mount view still limits what is visible" if spec.plan else ""))
-    notes = list(prepared.notes)
-    if spec.isolation == LANDLOCK_ONLY:
-        notes.insert(0, weaker_mode_text(abi, facts.get("landlock_tcp_port")))
-    if facts.get("detached"):
-        notes.append("hidden (could not be made read-only): " + ", ".join(facts["detached"]))
-    skipped = dict((p, why) for p, why in (spec.plan.skipped if spec.plan else ()))
-    skipped.update((p, why) for p, why in facts.get("landlock_skipped", []))
-    implicit = tuple(g.path for g in spec.landlock_grants if g.origin == "implicit")
-    return Report(
-        name=spec.name, isolation=spec.isolation, rootless=spec.run_as is None,
-        run_as=spec.run_as.user if spec.run_as else f"uid {spec.uid}",
-        namespaces=spec.namespaces, landlock_abi=abi,
-        landlock_unavailable=str(facts.get("landlock_unavailable") or ""),
-        landlock_rules=len(facts.get("landlock_rules", [])), landlock_implicit=implicit,
-        landlock_skipped=tuple(skipped.items()), landlock_scoped=bool(facts.get("landlock_scoped")),
-        landlock_tcp_port=facts.get("landlock_tcp_port"), seccomp_rules=int(facts.get("seccomp_rules", 0)),
-        proxy=proxy, policy_source=source, hidden_sockets=tuple(facts.get("hidden_sockets", [])),
-        scan_exhausted=str(facts.get("scan_exhausted") or ""),
-        state_dir_hidden=bool(facts.get("state_dir_hidden")), notes=tuple(notes),
-        not_enforced=tuple(not_enforced),
-    )
-
 
 def _failure(err: SetupError) -> CommandFailed:
     if err.layer == "exec":

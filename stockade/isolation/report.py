@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from .spec import LANDLOCK_ONLY
+from .spec import LANDLOCK_ONLY, SandboxSpec
 
 _SHOWN = 3  # how many paths of a list the line spells out
 
@@ -96,3 +97,34 @@ def format_report(r: Report) -> str:
     if r.not_enforced:
         parts.append("NOT ENFORCED: " + "; ".join(r.not_enforced))
     return " | ".join(parts)
+
+
+def build_report(spec: SandboxSpec, notes: tuple[str, ...], not_enforced: tuple[str, ...],
+                 facts: dict[str, Any], source: str, proxy: str) -> Report:
+    """The report from the spec, the supervisor's notes and what init found (`facts`)."""
+    not_enforced = list(not_enforced)
+    abi = int(facts.get("landlock_abi", 0))
+    if abi == 0:
+        not_enforced.append(f"Landlock filesystem rules ({facts.get('landlock_unavailable')})"
+                            + ("; the mount view still limits what is visible" if spec.plan else ""))
+    notes = list(notes)
+    if spec.isolation == LANDLOCK_ONLY:
+        notes.insert(0, weaker_mode_text(abi, facts.get("landlock_tcp_port")))
+    if facts.get("detached"):
+        notes.append("hidden (could not be made read-only): " + ", ".join(facts["detached"]))
+    skipped = dict((p, why) for p, why in (spec.plan.skipped if spec.plan else ()))
+    skipped.update((p, why) for p, why in facts.get("landlock_skipped", []))
+    implicit = tuple(g.path for g in spec.landlock_grants if g.origin == "implicit")
+    return Report(
+        name=spec.name, isolation=spec.isolation, rootless=spec.run_as is None,
+        run_as=spec.run_as.user if spec.run_as else f"uid {spec.uid}",
+        namespaces=spec.namespaces, landlock_abi=abi,
+        landlock_unavailable=str(facts.get("landlock_unavailable") or ""),
+        landlock_rules=len(facts.get("landlock_rules", [])), landlock_implicit=implicit,
+        landlock_skipped=tuple(skipped.items()), landlock_scoped=bool(facts.get("landlock_scoped")),
+        landlock_tcp_port=facts.get("landlock_tcp_port"), seccomp_rules=int(facts.get("seccomp_rules", 0)),
+        proxy=proxy, policy_source=source, hidden_sockets=tuple(facts.get("hidden_sockets", [])),
+        scan_exhausted=str(facts.get("scan_exhausted") or ""),
+        state_dir_hidden=bool(facts.get("state_dir_hidden")), notes=tuple(notes),
+        not_enforced=tuple(not_enforced),
+    )

@@ -84,3 +84,38 @@ def test_userns_diagnosis_names_the_cause_and_the_fix():
     assert "max_user_namespaces=0" in cause
     cause, fix = diagnose_userns(errno.EPERM, none)
     assert "seccomp profile" in cause and "seccomp=unconfined" in fix and "--isolation landlock" in fix
+
+
+def _spec(tmp_path, isolation="namespaces"):
+    from stockade.isolation.prepare import Request, prepare
+    from stockade.policy.model import FilesystemPolicy, Policy
+
+    policy = Policy(version=1, filesystem=FilesystemPolicy(True, ("/usr", "/nonexistent/p"), ()),
+                    landlock=None, process=None, network_policies={})
+    extra = {"proxy_port": 41000, "tls_dir": str(tmp_path)} if isolation == "landlock" else {}
+    return prepare(Request(argv=("true",), policy=policy, name="t", workdir=str(tmp_path), isolation=isolation,
+                           **extra), state_dir=str(tmp_path / "state"), env={})
+
+
+def test_build_report_merges_what_init_found(tmp_path):
+    from stockade.isolation.report import build_report
+
+    prepared = _spec(tmp_path)
+    facts = {"landlock_abi": 0, "landlock_unavailable": "not enabled at boot", "seccomp_rules": 46,
+             "hidden_sockets": ["/home/u/a.sock"], "detached": ["/usr/sub"]}
+    report = build_report(prepared.spec, prepared.notes, prepared.not_enforced, facts, "p.yaml", "127.0.0.1:3128")
+    assert report.not_enforced[-1].startswith("Landlock filesystem rules (not enabled at boot); the mount view")
+    assert ("/nonexistent/p", "path does not exist") in report.landlock_skipped
+    assert "/run/stockade" in report.landlock_implicit and report.hidden_sockets == ("/home/u/a.sock",)
+    assert any("(could not be made read-only): /usr/sub" in n for n in report.notes)
+    line = format_report(report)
+    assert "landlock NOT ENFORCED (not enabled at boot)" in line and "seccomp 46 rules" in line
+
+
+def test_build_report_calls_the_landlock_mode_weaker(tmp_path):
+    from stockade.isolation.report import build_report
+
+    prepared = _spec(tmp_path, "landlock")
+    facts = {"landlock_abi": 7, "landlock_rules": ["/usr"], "landlock_scoped": True, "landlock_tcp_port": 41000}
+    line = format_report(build_report(prepared.spec, prepared.notes, prepared.not_enforced, facts, "p", "127.0.0.1:41000"))
+    assert "landlock-only" in line and "WEAKER MODE" in line and "TCP connect only to port 41000" in line
