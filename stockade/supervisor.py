@@ -455,13 +455,12 @@ def _failure(err: SetupError) -> CommandFailed:
     if err.layer == "exec":
         code = EXIT_NOT_FOUND if err.errno in (errno.ENOENT, errno.ENOTDIR) else EXIT_CANNOT_EXECUTE
         return CommandFailed(err.message, code)
-    hint = None
-    if err.layer == "userns" or (err.layer == "mounts" and err.errno == errno.EPERM and os.geteuid() != 0):
+    if err.layer == "userns":
         from .isolation.namespaces import diagnose_userns, userns_sysctls
 
         cause, fix = diagnose_userns(err.errno, userns_sysctls())
         return CommandFailed(f"cannot create the sandbox: {cause} ({err.message})", EXIT_STOCKADE_FAILURE, fix)
-    return CommandFailed(f"sandbox setup failed ({err.layer}): {err.message}", EXIT_STOCKADE_FAILURE, hint)
+    return CommandFailed(f"sandbox setup failed ({err.layer}): {err.message}", EXIT_STOCKADE_FAILURE)
 
 
 def _pickle(spec: SandboxSpec) -> bytes:

@@ -61,7 +61,7 @@ def _run(spec: SandboxSpec, ctl: socket.socket, status_fd: int, lifeline_fd: int
         try:
             view = build_view(spec.plan, state_dir=spec.state_dir, socket_candidates=spec.socket_candidates)
         except OSError as exc:
-            raise SetupError("mounts", str(exc), exc.errno or 0) from None
+            raise SetupError("mounts", exc.strerror or str(exc), exc.errno or 0) from None
         facts.update(hidden_sockets=view.hidden_sockets, scan_exhausted=view.scan_exhausted,
                      state_dir_hidden=view.state_dir_hidden, detached=view.detached)
     else:
@@ -83,7 +83,7 @@ def _run(spec: SandboxSpec, ctl: socket.socket, status_fd: int, lifeline_fd: int
             write_run_files(_split_files(start))
             seal_view()
         except OSError as exc:
-            raise SetupError("mounts", f"sealing the view: {exc}", exc.errno or 0) from None
+            raise SetupError("mounts", f"sealing the view: {exc.strerror or exc}", exc.errno or 0) from None
     agent = os.fork()
     if agent == 0:
         os.close(wakeup)

@@ -119,7 +119,12 @@ def _private(step: Private) -> None:
     target = _new(step.path)
     _ensure_dir(target)
     if step.what == "proc":
-        libc.mount("proc", target, "proc", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
+        try:
+            libc.mount("proc", target, "proc", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
+        except OSError as exc:
+            raise OSError(exc.errno, f"mounting the sandbox's own /proc: {exc.strerror} (the kernel refuses "
+                          "it where the host's /proc has covered paths, as in containers that mask "
+                          "parts of /proc; `--isolation landlock` works there)") from None
     elif step.what == "dev":
         _minimal_dev(target)
     elif step.what == "tmp":

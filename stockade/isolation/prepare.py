@@ -89,7 +89,8 @@ def prepare(req: Request, *, state_dir: str, env: Mapping[str, str] | None = Non
         implicit = IMPLICIT_LANDLOCK_ONLY + (PathGrant(req.tls_dir, False, "implicit"),)
         not_enforced += _landlock_mode_gaps(grants, state_dir)
     if rootless and policy.process and (policy.process.run_as_user or policy.process.run_as_group):
-        not_enforced.append("process.run_as_user/run_as_group (rootless: the command keeps your uid)")
+        # Not an error: without root there is no other user to become (said in the report).
+        notes.append("process.run_as_user/run_as_group NOT APPLIED (rootless: the command keeps your uid)")
     allow = policy.process.seccomp_allow if policy.process else frozenset()
     try:
         blocks = effective_denylist(frozenset(allow))

@@ -107,7 +107,7 @@ def test_rootless_mode_reports_that_the_process_section_is_not_honoured(sandbox)
     result = sandbox.run(["id", "-u"], policy=policy, args=())
     assert result.returncode == 0, result.stderr
     if sandbox.mode == "rootless":
-        assert "NOT ENFORCED: process.run_as_user/run_as_group (rootless" in result.stderr
+        assert "process.run_as_user/run_as_group NOT APPLIED (rootless" in result.stderr
         assert result.stdout.strip() == "65534"
     else:
         assert result.stdout.strip() == str(__import__("pwd").getpwnam("daemon").pw_uid)
