@@ -34,7 +34,7 @@ def enter(names: tuple[str, ...], *, uid: int, gid: int) -> None:
         libc.unshare(flags)
     except OSError as exc:
         layer = "userns" if "user" in names else "namespaces"
-        raise SetupError(layer, f"unshare({'+'.join(names)}) failed: {exc.strerror}", exc.errno or 0) from None
+        raise SetupError(layer, f"unshare({'+'.join(names)}): {os.strerror(exc.errno or 0)}", exc.errno or 0) from None
     if "user" in names:
         _map_identity(uid, gid)
 
