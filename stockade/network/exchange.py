@@ -415,7 +415,7 @@ class HttpSession:
 
 def _error_code(status: int) -> str:
     return {431: "request_header_too_large", 414: "uri_too_long", 505: "http_version_not_supported",
-            413: "content_too_large"}.get(status, "bad_request")
+            413: "content_too_large", 421: "host_mismatch"}.get(status, "bad_request")
 
 
 def upstream_head(request: Request, target: str, headers: list[tuple[str, str]], *,

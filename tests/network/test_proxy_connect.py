@@ -320,7 +320,7 @@ def test_host_header_must_match_the_tunnel(net: Net):
         origin, port, proxy, w = await l7_setup(net)
         await w.send(get("/v1/x", "evil.test"))
         reply = await w.response()
-        assert reply.status == 421
+        assert reply.status == 421 and reply.json()["error"] == "host_mismatch"
         await proxy.close()
         await origin.close()
     net.run(main)
