@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from stockade.policy.target import (
@@ -135,6 +135,9 @@ def test_a_path_escaping_a_prefix_never_keeps_it(path):
 @given(st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E,
                                       exclude_characters="#\\%?"), max_size=20))
 def test_clean_ascii_paths_only_lose_dot_and_empty_segments(text):
+    # A dot segment carrying parameters (`.;x`, `..;`) is refused on purpose: some servers read
+    # `..;` as `..` (tested above), so such inputs are outside this property.
+    assume(not any(seg.partition(";")[0] in (".", "..") and ";" in seg for seg in text.split("/")))
     result = canonicalize_path("/" + text)
     assert set(result) <= set("/" + text)
     assert canonicalize_path(result) == result
