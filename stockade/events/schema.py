@@ -87,7 +87,7 @@ CREATE TABLE inference_routes (
     created_ms INTEGER NOT NULL,
     CHECK (api_key_env IS NULL OR api_key_file IS NULL)
 );
-CREATE UNIQUE INDEX routes_one_default ON inference_routes(is_default) WHERE is_default = 1;
+CREATE UNIQUE INDEX routes_one_default ON inference_routes(protocol) WHERE is_default = 1;
 """
 
 # version reached -> SQL that reaches it from the previous version.

@@ -488,14 +488,15 @@ class Store:
     # -- inference routes (the CLI of issue 5 is built on these) ----------------------------
 
     def put_route(self, route: Route) -> None:
-        """Add or replace a route by name; a default route clears the previous default."""
+        """Add or replace a route by name; a default route clears its protocol's previous default."""
         if route.protocol not in ("openai", "anthropic"):
             raise StockadeError(f"invalid route protocol {route.protocol!r}", hint="use openai or anthropic")
         if route.api_key_env and route.api_key_file:
             raise StockadeError("a route takes api_key_env or api_key_file, not both")
         with self.transaction() as c:
             if route.is_default:
-                c.execute("UPDATE inference_routes SET is_default = 0 WHERE is_default = 1")
+                c.execute("UPDATE inference_routes SET is_default = 0 WHERE is_default = 1 AND protocol = ?",
+                          (route.protocol,))
             c.execute(
                 "INSERT OR REPLACE INTO inference_routes (name, protocol, base_url, model, api_key_env,"
                 " api_key_file, is_default, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -517,14 +518,16 @@ class Store:
         )
         return [Route(*r[:6], is_default=bool(r[6])) for r in rows]
 
-    def default_route(self) -> Route | None:
-        return next((r for r in self.routes() if r.is_default), None)
+    def default_route(self, protocol: str) -> Route | None:
+        """Each protocol has at most one default route (an OpenAI and an Anthropic one coexist)."""
+        return next((r for r in self.routes() if r.is_default and r.protocol == protocol), None)
 
     def set_default_route(self, name: str) -> None:
         with self.transaction() as c:
-            if c.execute("SELECT 1 FROM inference_routes WHERE name = ?", (name,)).fetchone() is None:
+            row = c.execute("SELECT protocol FROM inference_routes WHERE name = ?", (name,)).fetchone()
+            if row is None:
                 raise StockadeError(f"no inference route named {name!r}")
-            c.execute("UPDATE inference_routes SET is_default = 0 WHERE is_default = 1")
+            c.execute("UPDATE inference_routes SET is_default = 0 WHERE is_default = 1 AND protocol = ?", row)
             c.execute("UPDATE inference_routes SET is_default = 1 WHERE name = ?", (name,))
 
     def delete_route(self, name: str) -> bool:

@@ -118,9 +118,13 @@ def test_inference_routes_crud(store):
     store.put_route(Route("openai", "openai", "https://api.openai.com/v1", "gpt-4o", api_key_env="OPENAI_API_KEY",
                           is_default=True))
     store.put_route(Route("claude", "anthropic", "https://api.anthropic.com", None, api_key_file="/k", is_default=True))
-    assert [(r.name, r.is_default) for r in store.routes()] == [("claude", True), ("openai", False)]
+    # One default per protocol: an OpenAI default and an Anthropic default coexist.
+    assert [(r.name, r.is_default) for r in store.routes()] == [("claude", True), ("openai", True)]
+    store.put_route(Route("local", "openai", "http://localhost:11434/v1", "llama3.2", is_default=True))
+    assert store.default_route("openai").name == "local" and store.default_route("anthropic").name == "claude"
     store.set_default_route("openai")
-    assert store.default_route().name == "openai"
+    assert store.default_route("openai").name == "openai" and store.default_route("anthropic").name == "claude"
+    assert not store.route("local").is_default
     assert store.route("claude").api_key_file == "/k"
     assert store.delete_route("claude") and not store.delete_route("claude")
     with pytest.raises(StockadeError, match="protocol"):
