@@ -56,8 +56,9 @@ def run(runs: int = RUNS) -> Table:
             ("floor: mint the CA (cryptography)",
              [sys.executable, "-c", "import stockade.network.ca as c; c.CertificateAuthority.generate('x').bundle_pem()"]),
         ]
-        for label, argv in rows:
-            samples = time_command(argv, runs, env=env)
+        rows += _rootless_rows(cache)
+        for label, argv, *row_env in rows:
+            samples = time_command(argv, runs, env=row_env[0] if row_env else env)
             table.add(label, median(samples), percentile(samples, 0.9),
                       ratio(median(samples), median(peers["bwrap"])) if "bwrap" in peers else "-",
                       ratio(median(samples), median(peers["unshare"])) if "unshare" in peers else "-")
@@ -71,6 +72,21 @@ def run(runs: int = RUNS) -> Table:
         shutil.rmtree(cache, ignore_errors=True)
         shutil.rmtree(workdir, ignore_errors=True)
     return table
+
+
+def _rootless_rows(cache: str) -> list[tuple]:
+    """As root: the same command rootless, as nobody, from a `pip install` (non-editable) venv."""
+    if os.geteuid() != 0:
+        return []
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from tests.support.rootless import build_rootless_env, rootless_unavailable
+
+    if rootless_unavailable():
+        return []
+    rootless = build_rootless_env()
+    env = rootless.env(XDG_STATE_HOME=str(rootless.home / "state"))
+    argv = rootless.command([rootless.stockade, "run", "-q", "--", "/bin/true"])
+    return [("stockade run -q -- /bin/true (rootless as nobody, installed venv)", argv, env)]
 
 
 if __name__ == "__main__":
