@@ -66,6 +66,11 @@ def prepare(req: Request, *, state_dir: str, env: Mapping[str, str] | None = Non
     rootless = os.geteuid() != 0
     run_as = None if rootless else _run_as(policy)
     workdir = normalize(os.path.realpath(req.workdir or os.getcwd()))
+    if req.workdir and not os.path.isdir(workdir):
+        raise StockadeError(f"--workdir {req.workdir}: not a directory")
+    if workdir == "/" and policy.filesystem and policy.filesystem.include_workdir:
+        raise StockadeError("refusing to make / writable: the workdir is / and the policy has include_workdir",
+                            hint="run stockade from a project directory, or pass --workdir DIR")
     grants = grants_from_policy(policy, workdir)
     hard = policy.landlock is not None and policy.landlock.compatibility is Compatibility.HARD_REQUIREMENT
     notes: list[str] = []

@@ -106,3 +106,11 @@ def test_run_as_defaults_to_nobody_and_never_root():
         prepare(Request(argv=("true",), name="t",
                         policy=_policy(process=ProcessPolicy(run_as_user="__nonexistent_test_user_42__"))),
                 state_dir="/tmp")
+
+
+def test_the_workdir_must_exist_and_never_makes_root_writable(tmp_path):
+    with pytest.raises(StockadeError, match="not a directory"):
+        prepare(Request(argv=("true",), policy=_policy(), name="t", workdir=str(tmp_path / "nope")),
+                state_dir=str(tmp_path))
+    with pytest.raises(StockadeError, match="refusing to make / writable"):
+        prepare(Request(argv=("true",), policy=_policy(), name="t", workdir="/"), state_dir=str(tmp_path))
