@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
 _libc.syscall.restype = ctypes.c_long
-for _name in ("mount", "umount2", "unshare", "prctl", "capset"):
+for _name in ("mount", "umount2", "unshare", "setns", "prctl", "capset"):
     getattr(_libc, _name).restype = ctypes.c_int
 
 # Namespace flags (linux/sched.h).
@@ -95,6 +95,10 @@ def pivot_root(new_root: str, put_old: str) -> None:
 
 def unshare(flags: int) -> None:
     _check(_libc.unshare(flags), "unshare")
+
+
+def setns(fd: int, nstype: int) -> None:
+    _check(_libc.setns(fd, nstype), "setns")
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0) -> int:
