@@ -196,6 +196,12 @@ def _end_orphans(spec: SandboxSpec) -> None:
     """Without a pid namespace, kill what the command left behind (we are its subreaper)."""
     if spec.plan is not None:
         return  # PID 1 exiting takes the whole pid namespace with it
+    end_children()
+
+
+def end_children() -> None:
+    """Kill and reap our children until none is left (orphans keep arriving while we do: we
+    are their subreaper). Also used by `stockade exec` in the landlock-only mode."""
     for _ in range(50):
         children = _children()
         if not children:
