@@ -14,6 +14,7 @@ from .. import __version__
 
 # name -> "module:attribute" of a click command or group.
 COMMANDS: dict[str, str] = {
+    "exec": "stockade.cli.exec:exec_",
     "inference": "stockade.cli.inference:inference",
     "list": "stockade.cli.list:list_sandboxes",
     "logs": "stockade.cli.logs:logs",
