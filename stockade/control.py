@@ -310,9 +310,9 @@ class ControlServer:
             req_id = request.id
             reply = await self._dispatch(request)
         except ControlError as exc:
-            reply = error_reply(exc.error, exc.detail, exc.data)
+            reply = error_reply(exc.error, exc.detail, {**exc.data, **_hint(exc)})
         except StockadeError as exc:
-            reply = error_reply("failed", str(exc))
+            reply = error_reply("failed", exc.message, _hint(exc))
         except Exception as exc:  # noqa: BLE001 - a handler bug must not take the server down
             reply = error_reply("internal", f"{type(exc).__name__}: {exc}")
         return encode_reply(reply, req_id)
@@ -331,6 +331,11 @@ class ControlServer:
         if not isinstance(result, Mapping):
             raise TypeError(f"handler for {request.op!r} returned {type(result).__name__}, not a dict")
         return {"ok": True, **result}
+
+
+def _hint(exc: StockadeError) -> dict[str, str]:
+    """The hint travels to the client, which prints it with the error."""
+    return {"hint": exc.hint} if exc.hint else {}
 
 
 async def _discard(reader: asyncio.StreamReader, limit: int = 8 * MAX_REQUEST_BYTES) -> None:
@@ -364,8 +369,10 @@ def _result(raw: bytes) -> dict[str, Any]:
     if not isinstance(reply, dict):
         raise ControlError("malformed", "the sandbox sent an unreadable reply")
     if not reply.get("ok"):
-        extra = {k: v for k, v in reply.items() if k not in ("ok", "error", "detail", "request_id")}
-        raise ControlError(str(reply.get("error", "failed")), str(reply.get("detail", "request failed")), data=extra)
+        extra = {k: v for k, v in reply.items() if k not in ("ok", "error", "detail", "request_id", "hint")}
+        hint = reply.get("hint")
+        raise ControlError(str(reply.get("error", "failed")), str(reply.get("detail", "request failed")),
+                           hint=str(hint) if hint else None, data=extra)
     return reply
 
 

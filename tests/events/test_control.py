@@ -74,6 +74,10 @@ class Supervisor:
             raise StockadeError("proposal 13 is already rejected")
         if id == 99:
             raise RuntimeError("bug in a handler")
+        if id == 7:
+            raise ControlError("not_found", "no proposal 7", hint="`stockade rules` lists them")
+        if id == 8:
+            raise StockadeError("proposal 8 is stale", hint="run `stockade rules` again")
         self.approved.append(id)
         return {"id": id}
 
@@ -127,6 +131,18 @@ def test_handler_errors_become_error_replies_and_the_server_carries_on(served):
         assert info.value.error == "unsupported"
         assert c.call("status")["revision"] == 1
     assert sup.policy == "version: 1\n" and sup.approved == []
+
+
+def test_hints_reach_the_client_apart_from_the_detail(served):
+    path, _, _, _ = served
+    with pytest.raises(ControlError) as info:
+        call(path, "rules_approve", id=7)
+    assert (info.value.error, info.value.detail, info.value.hint) == ("not_found", "no proposal 7",
+                                                                      "`stockade rules` lists them")
+    assert info.value.data == {}
+    with pytest.raises(ControlError) as info:
+        call(path, "rules_approve", id=8)
+    assert (info.value.detail, info.value.hint) == ("proposal 8 is stale", "run `stockade rules` again")
 
 
 def raw_exchange(path, payload: bytes) -> list[dict]:
