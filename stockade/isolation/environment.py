@@ -1,6 +1,8 @@
 """The command's environment: the user's, plus the proxy, the sandbox's name and the CA files.
 
-One pure function so the proxy can extend it (credential placeholders will be added here).
+One pure function. `overrides` replace user variables the sandbox must not hold as they are:
+`--secret` values become their placeholders, inference route keys become a placeholder the
+router strips (stockade/inference/sandbox.py), so a secret never enters the sandbox.
 """
 
 from __future__ import annotations
@@ -27,11 +29,14 @@ class EnvironmentInputs:
     ca_dir: str = CA_DIR
     # Root mode: the run-as user's USER, LOGNAME and HOME replace root's.
     identity: tuple[tuple[str, str], ...] = ()
+    # Applied over the user's environment (before stockade's own variables, which always win).
+    overrides: tuple[tuple[str, str], ...] = ()
 
 
 def build_environment(user_env: Mapping[str, str], inputs: EnvironmentInputs) -> dict[str, str]:
     env = {k: v for k, v in user_env.items() if k not in STRIPPED}
     env.update(inputs.identity)
+    env.update(inputs.overrides)
     for name in PROXY_VARIABLES:
         env[name] = env[name.lower()] = inputs.proxy_url
     env["NO_PROXY"] = env["no_proxy"] = NO_PROXY

@@ -59,11 +59,13 @@ def _run(spec: SandboxSpec, ctl: socket.socket, status_fd: int, lifeline_fd: int
     facts: dict[str, object] = {"seccomp_rules": len(spec.seccomp)}
     if spec.plan is not None:
         try:
-            view = build_view(spec.plan, state_dir=spec.state_dir, socket_candidates=spec.socket_candidates)
+            view = build_view(spec.plan, state_dir=spec.state_dir, socket_candidates=spec.socket_candidates,
+                              hidden_files=spec.hidden_files)
         except OSError as exc:
             raise SetupError("mounts", exc.strerror or str(exc), exc.errno or 0) from None
         facts.update(hidden_sockets=view.hidden_sockets, scan_exhausted=view.scan_exhausted,
-                     state_dir_hidden=view.state_dir_hidden, detached=view.detached)
+                     state_dir_hidden=view.state_dir_hidden, detached=view.detached,
+                     hidden_files=view.hidden_files)
     else:
         libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)  # no pid namespace: collect orphans ourselves
     procfs = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -78,6 +78,7 @@ def _launcher(early: Early, ctl: socket.socket, status_fd: int) -> NoReturn:
         os._exit(EXIT_SETUP)  # the supervisor died before PR_SET_PDEATHSIG took hold
     namespaces.loopback_up()
     listener = namespaces.proxy_listener(port=early.proxy_port)
+    diag = namespaces.sock_diag_socket()  # bound to this netns, like the listener
     _preload()
     spec = _receive_spec(ctl)
     if "uts" in spec.namespaces:
@@ -87,12 +88,17 @@ def _launcher(early: Early, ctl: socket.socket, status_fd: int) -> NoReturn:
     if init_pid == 0:
         os.close(lifeline_w)
         listener.close()
+        if diag is not None:
+            diag.close()
         from .init import run_init
 
         run_init(spec, ctl, status_fd, lifeline_r)
     os.close(lifeline_r)
-    channel.send(ctl, "launcher", {"init_pid": init_pid}, fds=(listener.fileno(),))
+    fds = (listener.fileno(),) if diag is None else (listener.fileno(), diag.fileno())
+    channel.send(ctl, "launcher", {"init_pid": init_pid}, fds=fds)
     listener.close()
+    if diag is not None:
+        diag.close()
     ctl.close()
     os.close(status_fd)
     while True:

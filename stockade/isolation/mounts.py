@@ -2,7 +2,8 @@
 
 bubblewrap's technique: everything rprivate; a tmpfs base with newroot/ and oldroot/; pivot
 into the base so the host tree sits at /oldroot; bind what the plan lists from /oldroot into
-/newroot; hide Unix sockets and the state directory; detach /oldroot; pivot into /newroot.
+/newroot; hide Unix sockets, inference key files and the state directory; detach /oldroot;
+pivot into /newroot.
 The root stays writable until `seal_view` (after the CA files are written), then read-only.
 """
 
@@ -44,11 +45,12 @@ class ViewFacts:
     hidden_sockets: list[str] = field(default_factory=list)
     scan_exhausted: str = ""  # the tree where the socket scan budget ran out
     state_dir_hidden: bool = False
+    hidden_files: list[str] = field(default_factory=list)  # covered inference key files
     detached: list[str] = field(default_factory=list)  # submounts that could not be made read-only
 
 
 def build_view(plan: MountPlan, *, state_dir: str, socket_candidates: Iterable[str],
-               budget: ScanBudget = ScanBudget()) -> ViewFacts:
+               budget: ScanBudget = ScanBudget(), hidden_files: Iterable[str] = ()) -> ViewFacts:
     facts = ViewFacts()
     libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
     libc.mount("tmpfs", BASE, "tmpfs", libc.MS_NOSUID | libc.MS_NODEV, "mode=0755")
@@ -67,6 +69,7 @@ def build_view(plan: MountPlan, *, state_dir: str, socket_candidates: Iterable[s
         elif isinstance(step, Symlink):
             _symlink(step)
     _hide_sockets(plan, socket_candidates, budget, facts)
+    _hide_files(hidden_files, facts)
     facts.state_dir_hidden = _hide_state_dir(state_dir)
     libc.umount2(OLDROOT, libc.MNT_DETACH)
     os.chdir(NEWROOT)
@@ -289,6 +292,24 @@ def _is_socket(path: str) -> bool:
         return stat.S_ISSOCK(os.lstat(path).st_mode)
     except OSError:
         return False
+
+
+def _hide_files(paths: Iterable[str], facts: ViewFacts) -> None:
+    """Cover files the view would otherwise show (real paths): an empty read-only file over a
+    file, an empty read-only tmpfs over a directory. Paths outside the view need nothing."""
+    for path in paths:
+        target = _new(path)
+        try:
+            st = os.lstat(target)
+        except OSError:
+            continue  # not in the view
+        if stat.S_ISDIR(st.st_mode):
+            libc.mount("tmpfs", target, "tmpfs", libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC,
+                       "size=4k,mode=000")
+        else:
+            libc.mount(EMPTY_FILE, target, None, libc.MS_BIND)
+            _remount_readonly(target)
+        facts.hidden_files.append(path)
 
 
 def _hide_state_dir(state_dir: str) -> bool:

@@ -41,6 +41,8 @@ class Request:
     isolation: str = NAMESPACES
     proxy_port: int = PROXY_PORT  # landlock mode: the port of the host-side listener
     tls_dir: str = CA_DIR  # landlock mode: a directory in the state dir
+    env_overrides: tuple[tuple[str, str], ...] = ()  # secret placeholders, route key placeholders
+    hidden_files: tuple[str, ...] = ()  # files the sandbox must not read (inference route keys)
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ def prepare(req: Request, *, state_dir: str, env: Mapping[str, str] | None = Non
         implicit = IMPLICIT_NAMESPACE
     else:
         implicit = IMPLICIT_LANDLOCK_ONLY + (PathGrant(req.tls_dir, False, "implicit"),)
-        not_enforced += _landlock_mode_gaps(grants, state_dir)
+        not_enforced += _landlock_mode_gaps(grants, state_dir, req.hidden_files)
     if rootless and policy.process and (policy.process.run_as_user or policy.process.run_as_group):
         # Not an error: without root there is no other user to become (said in the report).
         notes.append("process.run_as_user/run_as_group NOT APPLIED (rootless: the command keeps your uid)")
@@ -108,7 +110,8 @@ def prepare(req: Request, *, state_dir: str, env: Mapping[str, str] | None = Non
     spec = SandboxSpec(
         name=req.name,
         argv=req.argv,
-        env=build_environment(env, EnvironmentInputs(req.name, proxy_url, req.tls_dir, identity)),
+        env=build_environment(env, EnvironmentInputs(req.name, proxy_url, req.tls_dir, identity,
+                                                     req.env_overrides)),
         cwd=cwd,
         isolation=req.isolation,
         namespaces=(NAMESPACES_ROOTLESS if rootless else NAMESPACES_ROOT) if req.isolation == NAMESPACES else (),
@@ -125,6 +128,7 @@ def prepare(req: Request, *, state_dir: str, env: Mapping[str, str] | None = Non
         supervisor_pid=os.getpid(),
         proxy_port=req.proxy_port,
         ca_dir=req.tls_dir,
+        hidden_files=tuple(normalize(os.path.realpath(p)) for p in req.hidden_files),
     )
     return Prepared(spec, tuple(notes), tuple(not_enforced))
 
@@ -137,12 +141,20 @@ def _run_as(policy: Policy) -> RunAs:
         raise StockadeError(str(exc)) from None
 
 
-def _landlock_mode_gaps(grants: list[PathGrant], state_dir: str) -> list[str]:
+def _landlock_mode_gaps(grants: list[PathGrant], state_dir: str, hidden: tuple[str, ...] = ()) -> list[str]:
+    gaps = []
     real_state = os.path.realpath(state_dir)
     for grant in grants:
         if is_within(real_state, os.path.realpath(grant.path)):
-            return [f"the state directory is reachable through {grant.path} (no mount namespace to hide it)"]
-    return []
+            gaps.append(f"the state directory is reachable through {grant.path} (no mount namespace to hide it)")
+            break
+    for path in hidden:
+        real = os.path.realpath(path)
+        reachable = next((g.path for g in grants if is_within(real, os.path.realpath(g.path))), None)
+        if reachable is not None:
+            gaps.append(f"the inference key file {path} is readable through {reachable} (no mount namespace "
+                        "to hide it)")
+    return gaps
 
 
 def socket_candidates(env: Mapping[str, str], uid: int) -> tuple[str, ...]:

@@ -110,6 +110,8 @@ def build_report(spec: SandboxSpec, notes: tuple[str, ...], not_enforced: tuple[
     notes = list(notes)
     if spec.isolation == LANDLOCK_ONLY:
         notes.insert(0, weaker_mode_text(abi, facts.get("landlock_tcp_port")))
+    if facts.get("hidden_files"):
+        notes.append(f"hid {len(facts['hidden_files'])} inference key file(s)")
     if facts.get("detached"):
         notes.append("hidden (could not be made read-only): " + ", ".join(facts["detached"]))
     skipped = dict((p, why) for p, why in (spec.plan.skipped if spec.plan else ()))

@@ -56,6 +56,7 @@ class SandboxSpec:
     supervisor_pid: int
     proxy_port: int  # inside the sandbox (landlock mode: the host loopback port)
     ca_dir: str  # where the CA files live as the command sees them
+    hidden_files: tuple[str, ...] = ()  # real paths covered in the view (inference route key files)
 
     @property
     def rootless(self) -> bool:
