@@ -6,8 +6,10 @@
     print the report  ->  let init start the command  ->  forward signals, hand the terminal
     back and forth on Ctrl-Z, enforce --timeout  ->  exit code (DESIGN.md §5).
 
-The proxy is plugged in through `serve_proxy(ProxyContext) -> ProxyServer`; it runs in its own
-thread(s) while the main thread keeps the lifecycle.
+The proxy, the event store and the control socket are plugged in through
+`serve_proxy(ProxyContext) -> Services` (stockade/services/): they run on their own thread while
+the main thread keeps the lifecycle, and hear about it through `started`, `timed_out` and
+`close`; a services failure (`failure_fd`) ends the sandbox with exit 125.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ from .isolation.channel import SetupError
 from .isolation.environment import BUNDLE_FILE, CA_FILE
 from .isolation.spec import LANDLOCK_ONLY, NAMESPACES, SandboxSpec
 from .isolation.terminal import set_foreground
+from .services.inputs import ServiceOptions
 
 if TYPE_CHECKING:  # the policy package is imported after the launcher is forked
     from .isolation.camint import CaMaterial
     from .isolation.prepare import Prepared
     from .policy.model import Policy
+    from .services.inputs import ServiceInputs
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
              signal.SIGUSR2, signal.SIGWINCH)
@@ -50,6 +54,7 @@ class RunOptions:
     timeout: float | None = None
     quiet: bool = False
     isolation: str = NAMESPACES
+    services: ServiceOptions = ServiceOptions()  # --secret, --upstream-ca, --inference-routes, --log-file
 
 
 class CommandFailed(StockadeError):
@@ -81,65 +86,27 @@ class ProxyContext:
     ca: CaMaterial  # PEMs in memory; ca.load() -> CertificateAuthority (imports cryptography)
     processes: SandboxProcesses
     isolation: str  # NAMESPACES | LANDLOCK_ONLY
+    spec: SandboxSpec
+    inputs: ServiceInputs
+    diag: socket.socket | None = None  # sock_diag socket of the sandbox's netns (None: procfs tables)
 
 
-class ProxyServer(Protocol):
-    def close(self) -> None: ...
+class Services(Protocol):
+    error: str | None  # why the services failed
+
+    @property
+    def failure_fd(self) -> int: ...  # readable once they failed
+
+    def started(self, pid: int) -> None: ...
+    def timed_out(self) -> None: ...
+    def close(self, exit_code: int | None = None, status: str = "exited") -> None: ...
 
 
-FORBIDDEN = (b'{"error": "policy_denied", "detail": "the egress proxy is not implemented yet"}')
+def serve_proxy(ctx: ProxyContext) -> Services:
+    """Start the sandbox's services (proxy, events, control socket) on their own thread."""
+    from .services import start_services
 
-
-class PlaceholderProxy:
-    """Answers every connection with 403 until the real proxy replaces `serve_proxy`."""
-
-    def __init__(self, listener: socket.socket) -> None:
-        import threading
-
-        self._threading = threading
-        self._listener = listener
-        self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
-        self._thread = self._threading.Thread(target=self._serve, name="stockade-proxy", daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        with selectors.DefaultSelector() as sel:
-            sel.register(self._listener, selectors.EVENT_READ)
-            sel.register(self._stop_r, selectors.EVENT_READ)
-            while True:
-                for key, _ in sel.select():
-                    if key.fileobj == self._stop_r:
-                        return
-                    try:
-                        conn, _addr = self._listener.accept()
-                    except OSError:
-                        continue
-                    self._threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    @staticmethod
-    def _answer(conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(2)
-            try:
-                head = b""
-                while b"\r\n\r\n" not in head and len(head) < 65536:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        break
-                    head += chunk
-                conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\n"
-                             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(FORBIDDEN), FORBIDDEN))
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        os.write(self._stop_w, b"x")
-        self._thread.join(timeout=2)
-
-
-def serve_proxy(ctx: ProxyContext) -> ProxyServer:
-    """Start serving the sandbox's proxy listener (in a thread); the network package replaces this."""
-    return PlaceholderProxy(ctx.listener)
+    return start_services(ctx)
 
 
 # -- the supervisor ---------------------------------------------------------------------------
@@ -155,6 +122,14 @@ def load_policy(path: str | None) -> Policy:
     return load_policy_file(path)
 
 
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError):
+        return None  # the loader reports it, located
+
+
 def run_sandbox(options: RunOptions) -> int:
     """Run the command in a sandbox; its exit code, or raise StockadeError (exit_code set)."""
     return Supervisor(options).run()
@@ -163,6 +138,7 @@ def run_sandbox(options: RunOptions) -> int:
 @dataclass
 class _Setup:
     listener: socket.socket | None = None
+    diag: socket.socket | None = None
     procfs: int | None = None
     facts: dict[str, Any] | None = None
     init_pid: int | None = None
@@ -181,6 +157,7 @@ class Supervisor:
     child_status: int | None = None
     status_data: bytes = b""
     tls_dir: str | None = None  # landlock-only mode: where the CA files are
+    inputs: Any = None  # ServiceInputs, decided with the spec
 
     def run(self) -> int:
         from . import state
@@ -244,8 +221,21 @@ class Supervisor:
         from . import state
         from .isolation.prepare import Request, prepare
 
-        policy = self.options.policy or load_policy(self.options.policy_path)
+        from .services import prepare_inputs
+
+        text = None
+        if self.options.policy is not None:
+            policy = self.options.policy
+        elif self.options.policy_path is not None:
+            from .policy.loader import load_policy_text
+
+            text = _read_text(self.options.policy_path)
+            policy = load_policy(self.options.policy_path) if text is None else \
+                load_policy_text(text, self.options.policy_path)
+        else:
+            policy = load_policy(None)
         self.policy = policy
+        self.inputs = inputs = prepare_inputs(self.options.services, policy, text)
         lock = state.RunLock(self.name)
         try:
             state_dir = str(state.state_dir())
@@ -259,7 +249,8 @@ class Supervisor:
                 os.chmod(self.tls_dir, 0o755)
                 extra = {"proxy_port": proxy_port, "tls_dir": self.tls_dir}
             req = Request(argv=self.options.argv, policy=policy, name=self.name, workdir=self.options.workdir,
-                          isolation=self.options.isolation, **extra)
+                          isolation=self.options.isolation, env_overrides=inputs.env_overrides,
+                          hidden_files=inputs.hidden_files, **extra)
             return prepare(req, state_dir=state_dir), lock
         except BaseException:
             lock.release()
@@ -295,8 +286,8 @@ class Supervisor:
         assert listener is not None and setup.procfs is not None and setup.facts is not None
         processes = SandboxProcesses(self.child if spec.isolation == NAMESPACES else None,
                                      setup.init_pid or self.child)
-        proxy = serve_proxy(ProxyContext(self.name, self.policy, listener, setup.procfs, ca,
-                                         processes, spec.isolation))
+        services: Services | None = None
+        code, status = EXIT_STOCKADE_FAILURE, "failed"
         try:
             from .isolation.report import build_report, format_report
 
@@ -311,10 +302,20 @@ class Supervisor:
             names = list(files)
             channel.send(ctl, "start", {"files": [[n, len(files[n])] for n in names]},
                          blob=b"".join(files[n] for n in names))
-            self._loop(spec, ctl, status_r, wake_r, processes)
-            return self._finish(status_r)
+            # After the start: the command's first connections wait in the listener's backlog,
+            # and the services' setup does not compete with the command's start for the GIL.
+            services = serve_proxy(ProxyContext(self.name, self.policy, listener, setup.procfs, ca, processes,
+                                                spec.isolation, spec, self.inputs, setup.diag))
+            self._loop(spec, ctl, status_r, wake_r, processes, services)
+            code = self._finish(status_r)
+            status = self._run_status(code)
+            return code
+        except CommandFailed as exc:
+            code = exc.exit_code
+            raise
         finally:
-            proxy.close()
+            if services is not None:
+                services.close(code, status)
 
     def _await_ready(self, ctl: socket.socket, status_r: int, wake_r: int) -> _Setup | None:
         """Collect the listener, /proc and the facts; None when setup failed (or was interrupted)."""
@@ -342,6 +343,8 @@ class Supervisor:
                         return None  # the sandbox died; the status pipe says why
                     if msg.kind == "launcher":
                         setup.listener = socket.socket(fileno=msg.fds[0])
+                        if len(msg.fds) > 1:
+                            setup.diag = socket.socket(fileno=msg.fds[1])
                         setup.init_pid = msg.data["init_pid"]
                     elif msg.kind == "procfs":
                         setup.procfs = msg.fds[0]
@@ -350,7 +353,7 @@ class Supervisor:
         return setup
 
     def _loop(self, spec: SandboxSpec, ctl: socket.socket, status_r: int, wake_r: int,
-              processes: SandboxProcesses) -> None:
+              processes: SandboxProcesses, services: Services) -> None:
         init = processes.init_pid
         kill_at = term_at = None
         if self.options.timeout is not None:
@@ -359,6 +362,7 @@ class Supervisor:
             sel.register(ctl, selectors.EVENT_READ, "ctl")
             sel.register(wake_r, selectors.EVENT_READ, "signal")
             sel.register(status_r, selectors.EVENT_READ, "status")
+            sel.register(services.failure_fd, selectors.EVENT_READ, "services")
             while True:
                 due = [t for t in (term_at, kill_at) if t is not None]
                 wait = max(0.0, min(due) - time.monotonic()) if due else None
@@ -366,6 +370,7 @@ class Supervisor:
                 now = time.monotonic()
                 if term_at is not None and now >= term_at:
                     self.timed_out, term_at, kill_at = True, None, now + TIMEOUT_GRACE
+                    services.timed_out()
                     _kill(init, signal.SIGTERM)
                 if kill_at is not None and now >= kill_at:
                     kill_at = None
@@ -380,6 +385,7 @@ class Supervisor:
                             sel.unregister(ctl)
                         elif msg.kind == "started":
                             processes.agent_pid = msg.data["pid"]
+                            services.started(processes.agent_pid)
                         elif msg.kind == "stopped":
                             self._stop_with_command(spec)
                     elif key.data == "status":
@@ -387,6 +393,10 @@ class Supervisor:
                         if not data:
                             sel.unregister(status_r)
                         self.status_data += data
+                    elif key.data == "services":
+                        sel.unregister(services.failure_fd)  # fail closed: no proxy, no sandbox
+                        self.failures.append(SetupError("proxy", services.error or "the proxy failed"))
+                        self._kill_all(spec, processes)
 
     def _on_signals(self, sigs: list[int], spec: SandboxSpec, init: int) -> bool:
         """Handle signals; True once the sandbox's top process has exited."""
@@ -436,6 +446,14 @@ class Supervisor:
             except ChildProcessError:
                 self.child_status = 0
         return self.child_status
+
+    def _run_status(self, code: int) -> str:
+        """How the run ended, for `stockade list` (with the exit code)."""
+        if self.timed_out:
+            return "timeout"
+        if self.interrupted or code > 128:
+            return "killed"
+        return "exited"
 
     def _finish(self, status_r: int) -> int:
         status = self._wait_child()

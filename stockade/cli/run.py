@@ -21,10 +21,27 @@ from ..errors import EXIT_STOCKADE_FAILURE, StockadeError
 @click.option("--isolation", type=click.Choice(["namespaces", "landlock"]), default="namespaces",
               show_default=True,
               help="`landlock`: for hosts without user namespaces; weaker (no pid, mount or net isolation).")
+@click.option("--secret", "secrets", multiple=True, metavar="KEY[=HOST,...]",
+              help="Give the command $KEY as a placeholder; the proxy puts the real value (from this "
+                   "environment) into requests to HOST (default: the hosts of the policy's rules) "
+                   "and refuses it anywhere else. Repeatable.")
+@click.option("--upstream-ca", metavar="FILE", default=None,
+              help="Extra CA bundle (PEM) that upstream TLS certificates may chain to (private CAs).")
+@click.option("--inference-routes", metavar="FILE", default=None,
+              help="Model backends for https://inference.local (YAML `routes:`), instead of the "
+                   "routes of `stockade inference set`.")
+@click.option("--log-file", metavar="FILE", default=None,
+              help="Also append every event to FILE as OCSF JSON lines.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(policy_path: str | None, name: str | None, workdir: str | None, timeout: float | None,
-        quiet: bool, isolation: str, command: tuple[str, ...]) -> None:
+        quiet: bool, isolation: str, secrets: tuple[str, ...], upstream_ca: str | None,
+        inference_routes: str | None, log_file: str | None, command: tuple[str, ...]) -> None:
     """Run COMMAND in a sandbox whose only network exit is the policy proxy.
+
+    \b
+    While it runs: `stockade logs NAME -f` shows its events, `stockade rules NAME` the rules
+    proposed from its denials (`stockade rules approve NAME ID` applies one at once),
+    `stockade policy set NAME FILE` replaces its network rules, `stockade list` shows it.
 
     \b
     Exit codes: the command's own; 128+N when it is killed by signal N; 124 on --timeout;
@@ -32,10 +49,13 @@ def run(policy_path: str | None, name: str | None, workdir: str | None, timeout:
     command cannot be executed; 127 when it is not found.
     """
     try:
+        from ..services.inputs import ServiceOptions
         from ..supervisor import RunOptions, run_sandbox
 
+        services = ServiceOptions(secrets=secrets, upstream_ca=upstream_ca, inference_routes=inference_routes,
+                                  log_file=log_file)
         code = run_sandbox(RunOptions(argv=command, policy_path=policy_path, name=name, workdir=workdir,
-                                      timeout=timeout, quiet=quiet, isolation=isolation))
+                                      timeout=timeout, quiet=quiet, isolation=isolation, services=services))
     except StockadeError as exc:
         click.echo(f"stockade: {exc}", err=True)
         sys.exit(exc.exit_code if exc.exit_code else EXIT_STOCKADE_FAILURE)

@@ -29,13 +29,18 @@ def serve(ctx):
             tcp = f.read()
         seen = {"pid": pid, "exe": os.readlink(f"{pid}/exe", dir_fd=ctx.procfs), "fds": len(os.listdir(fd_dir)),
                 "port_in_tcp": ":0C38 " in tcp, "ca": ctx.ca.certificate_pem.startswith(b"-----BEGIN"),
-                "init_pid": ctx.processes.init_pid > 0, "sandbox": ctx.sandbox}
+                "init_pid": ctx.processes.init_pid > 0, "sandbox": ctx.sandbox,
+                "diag": ctx.diag is not None}
         os.close(fd_dir)
         conn.sendall(json.dumps(seen).encode())
         conn.close()
     threading.Thread(target=loop, daemon=True).start()
-    class Handle:
-        def close(self): pass
+    class Handle:  # the Services protocol
+        error = None
+        failure_fd = os.pipe()[0]
+        def started(self, pid): pass
+        def timed_out(self): pass
+        def close(self, exit_code=None, status="exited"): pass
     return Handle()
 
 sup.serve_proxy = serve
@@ -63,4 +68,5 @@ def test_the_proxy_gets_the_listener_and_the_sandboxs_proc(sandbox):
     assert seen["exe"].startswith("/usr/bin/python3") and seen["fds"] >= 4  # 0, 1, 2 and the socket
     assert seen["port_in_tcp"]  # 127.0.0.1:3128 (0x0C38) in the sandbox's own net/tcp
     assert seen["ca"] and seen["init_pid"] and seen["sandbox"] == "handoff"
+    assert seen["diag"]  # the sock_diag socket of the sandbox's netns came with the listener
     assert seen["pid"] < 10  # sandbox terms

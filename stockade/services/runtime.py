@@ -1,0 +1,296 @@
+"""The services of one running sandbox, on one thread with its own event loop (uvloop):
+
+    state store run + StoreRecorder (events, --log-file, counters, proposals)
+    ProxyServer on the sandbox's listener: policy holder, identity (sock_diag from the
+        sandbox's netns), leaf cache (the sandbox CA), secrets, upstream TLS, inference router
+    ControlServer: LivePolicy's policy_set/policy_show/rules_approve/rules_reject, status,
+        exec_info
+
+The supervisor's main thread keeps the sandbox's lifecycle and talks to this object only
+through `started`, `timed_out`, `failure_fd` and `close`. Setup runs on the thread while the
+command starts (the listener's backlog holds the command's first connections); a setup failure
+is reported through `failure_fd`, and the supervisor then kills the sandbox and exits 125:
+nothing is ever served half-configured. The run is registered first, without asyncio; a command
+that is over before the rest is up (`stockade run -- true`) does not wait for the proxy's
+imports (~0.4 s on a small machine): nothing can have connected to it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..errors import EXIT_STOCKADE_FAILURE
+from .exec_info import exec_info
+from .inputs import ServiceInputs, describe, key_environment
+
+if TYPE_CHECKING:  # asyncio and the events are imported on the services' thread, not before
+    import asyncio
+
+    from ..events.types import Event
+    from ..supervisor import ProxyContext
+
+CLOSE_TIMEOUT = 30.0  # the recorder's final flush included
+
+
+class Services:
+    def __init__(self, ctx: ProxyContext) -> None:
+        self.ctx = ctx
+        self.inputs: ServiceInputs = ctx.inputs
+        self.error: str | None = None
+        self.started_ms = time.time_ns() // 1_000_000
+        self._lock = threading.Lock()
+        self._recorder: Any = None
+        self._pending: list[Event] = []  # recorded before the recorder exists
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Future[None] | None = None
+        self._stopping = False
+        self._outcome: tuple[int | None, str] = (None, "exited")
+        self._fail_r, self._fail_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        # Set up on the thread:
+        self.store: Any = None
+        self.run_id: int | None = None
+        self.server: Any = None
+        self.router: Any = None
+        self.control: Any = None
+        self.live: Any = None
+        self.holder: Any = None
+        self.tunnels_closed = 0  # by the last reload
+        self.ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="stockade-services", daemon=True)
+        self._thread.start()
+
+    # -- the supervisor's side (main thread) ------------------------------------------------
+
+    @property
+    def failure_fd(self) -> int:
+        """Readable once setup failed (`error` says why)."""
+        return self._fail_r
+
+    def started(self, pid: int) -> None:
+        from ..events.types import ProcessEvent
+
+        self.record(ProcessEvent("launch", self.ctx.spec.argv, pid=pid))
+
+    def timed_out(self) -> None:
+        from ..events.types import ProcessEvent
+
+        self.record(ProcessEvent("timeout", self.ctx.spec.argv, pid=self.ctx.processes.agent_pid))
+
+    def close(self, exit_code: int | None = None, status: str = "exited") -> None:
+        """Stop serving, record the exit, flush; the run is finished in the store."""
+        with self._lock:
+            if self._stopping:
+                return
+            self._stopping = True
+            self._outcome = (exit_code, status)
+            loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None:
+            loop.call_soon_threadsafe(_resolve, stop)
+        self._thread.join(CLOSE_TIMEOUT)
+        for fd in (self._fail_r, self._fail_w):
+            os.close(fd)
+
+    def record(self, event: Event) -> None:
+        """Thread-safe; events recorded before the recorder exists are kept until it does."""
+        recorder = self._recorder
+        if recorder is not None:
+            recorder.record(event)
+            return
+        with self._lock:
+            if self._recorder is None:
+                self._pending.append(event)
+                return
+        self._recorder.record(event)
+
+    # -- the thread -------------------------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            self._register()
+            if not self._stopping:
+                _run(self._serve())
+        except Exception as exc:  # noqa: BLE001 - the supervisor kills the sandbox, exit 125
+            self._fail(_message(exc))
+        finally:
+            exit_code, _status = self._outcome
+            if self._stopping and not self.error and self.ctx.processes.agent_pid is not None:
+                from ..events.types import ProcessEvent
+
+                self.record(ProcessEvent("exit", self.ctx.spec.argv, pid=self.ctx.processes.agent_pid,
+                                         exit_code=exit_code))
+            self._finish_run()
+
+    def _register(self) -> None:
+        """The run in the store and the recorder (no asyncio needed yet)."""
+        ctx = self.ctx
+        from ..events.recorder import StoreRecorder
+        from ..events.store import Store
+
+        self.store = Store.open_default()
+        self.run_id = self.store.start_run(ctx.sandbox, pid=os.getpid(), command=ctx.spec.argv,
+                                           policy_source=ctx.policy.source)
+        recorder = StoreRecorder(ctx.sandbox, self.run_id, log_file=self.inputs.log_file,
+                                 flush_interval_s=self.inputs.proposal_flush_s).start()
+        with self._lock:
+            self._recorder = recorder
+            pending, self._pending = self._pending, []
+        for event in pending:
+            recorder.record(event)
+
+    async def _serve(self) -> None:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        stop = loop.create_future()
+        with self._lock:
+            self._loop, self._stop = loop, stop
+            if self._stopping:
+                stop.set_result(None)
+        try:
+            await self._start()
+            self.ready.set()
+            await stop
+        finally:
+            await self._stop_serving()
+
+    async def _start(self) -> None:
+        ctx, inputs, recorder = self.ctx, self.inputs, self._recorder
+        from ..inference import InferenceRouter, StoreRoutes
+        from ..network.pipeline import PolicyHolder
+        from ..network.server import ProxyServer
+        from ..network.tls import LeafCache
+        from ..policy.engine import compile_policy
+
+        self.holder = PolicyHolder(compile_policy(ctx.policy))
+        leaves = LeafCache(ctx.ca.load())
+        routes = inputs.routes if inputs.routes is not None else StoreRoutes()
+        self.router = InferenceRouter(routes, recorder=recorder,
+                                      environ=key_environment(os.environ, ctx.spec.env))
+        self.server = ProxyServer(
+            self.holder, identity=self._identity(), leaf_cache=leaves, secrets=inputs.secrets,
+            recorder=recorder, upstream_tls=leaves.upstream_context(inputs.upstream_ca),
+            inference=self.router.handle_channel)
+        await self.server.start(ctx.listener)
+
+        from ..control import ControlServer
+        from ..events.live_policy import LivePolicy
+        from ..state import control_socket_path
+
+        self.live = LivePolicy(store=self.store, sandbox=ctx.sandbox, run_id=self.run_id,
+                               policy=ctx.policy, yaml_text=inputs.policy_text, swap=self._swap,
+                               recorder=recorder)
+        handlers = {**self.live.handlers(), "policy_set": self._policy_set, "status": self.status,
+                    "exec_info": lambda: exec_info(ctx.spec, ctx.processes)}
+        self.control = ControlServer(control_socket_path(ctx.sandbox), handlers, sandbox=ctx.sandbox,
+                                     recorder=recorder)
+        await self.control.start()
+
+    def _identity(self) -> Any:
+        from ..isolation.spec import LANDLOCK_ONLY
+        from ..network.identity import IdentityResolver
+
+        ctx = self.ctx
+        if ctx.isolation == LANDLOCK_ONLY:
+            # The host's /proc: the tree that counts starts at init (the command's parent);
+            # as a user, other users' processes cannot be read and cannot hold our sockets.
+            return IdentityResolver(ctx.procfs, root_pid=ctx.processes.init_pid,
+                                    skip_unreadable=os.geteuid() != 0)
+        return IdentityResolver(ctx.procfs, diag=ctx.diag)
+
+    async def _stop_serving(self) -> None:
+        for part in (self.control, self.server, self.router):
+            if part is None:
+                continue
+            try:
+                await (part.aclose() if part is self.router else part.close())
+            except Exception as exc:  # noqa: BLE001 - shut the others down anyway
+                _warn(f"stopping {type(part).__name__}: {_message(exc)}")
+
+    def _finish_run(self) -> None:
+        recorder = self._recorder
+        if recorder is not None:
+            recorder.close()
+        if self.store is None:
+            return
+        exit_code, status = self._outcome
+        if self.error is not None:
+            exit_code, status = EXIT_STOCKADE_FAILURE, "failed"
+        try:
+            if self.run_id is not None:
+                self.store.finish_run(self.run_id, status=status, exit_code=exit_code)
+        except Exception as exc:  # noqa: BLE001
+            _warn(f"recording the end of the run: {_message(exc)}")
+        finally:
+            self.store.close()
+
+    def _fail(self, message: str) -> None:
+        if self.error is None:
+            self.error = message
+            try:
+                os.write(self._fail_w, b"!")
+            except OSError:
+                pass
+
+    # -- control handlers (on the loop) -----------------------------------------------------
+
+    def _swap(self, policy: Any) -> None:
+        """LivePolicy's swap: the new generation is live once this returns."""
+        from ..network.credentials import policy_hosts
+        from ..policy.engine import compile_policy
+
+        engine = compile_policy(policy)  # raises before anything changed
+        self.holder.swap(engine)
+        self.tunnels_closed = self.server.revalidate()
+        if self.inputs.secrets is not None:
+            self.inputs.secrets.bind_default_hosts(policy_hosts(policy))
+
+    def _policy_set(self, yaml_text: str, source: str = "policy set", wait: bool = True) -> dict[str, Any]:
+        self.tunnels_closed = 0
+        reply = self.live.set_policy(yaml_text, source, wait)
+        return {**reply, "tunnels_closed": self.tunnels_closed}
+
+    def status(self) -> dict[str, Any]:
+        ctx, server = self.ctx, self.server
+        now = time.time_ns() // 1_000_000
+        return {
+            "sandbox": ctx.sandbox, "run_id": self.run_id, "supervisor_pid": os.getpid(),
+            "isolation": ctx.isolation, "init_pid": ctx.processes.init_pid,
+            "agent_pid": ctx.processes.agent_pid, "command": list(ctx.spec.argv),
+            "started_ms": self.started_ms, "uptime_s": (now - self.started_ms) / 1000,
+            "policy_revision": self.live.revision, "policy_sha256": self.live.sha256,
+            "policy_generation": self.holder.generation,
+            "connections": server.active, "raw_tunnels": len(server.tunnels),
+            "events": self._recorder.stats() if self._recorder is not None else {},
+            **describe(self.inputs),
+        }
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _message(exc: BaseException) -> str:
+    text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _warn(message: str) -> None:
+    print(f"stockade: {message}", file=sys.stderr, flush=True)
+
+
+def _run(coro: Any) -> None:
+    import asyncio
+
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; asyncio is the fallback
+        asyncio.run(coro)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(coro)
+
