@@ -1,6 +1,5 @@
-"""`stockade policy ...`: check, explain and print policies. Thin: parse, call the policy
-package, print. Other subcommands (`policy show`, `policy set`) register on the same `policy`
-group with `@policy.command(...)`.
+"""`stockade policy ...`: check, explain and print policies; show and hot-reload the policy of a
+running sandbox (`show`, `set`, through its control socket). Thin: parse, call, print.
 """
 
 from __future__ import annotations
@@ -29,6 +28,9 @@ def policy() -> None:
       stockade policy default > policy.yaml
       stockade policy check policy.yaml
       stockade policy explain policy.yaml --host api.github.com --port 443 --binary /usr/bin/gh
+    Change the network rules of a running sandbox, and see its revisions:
+      stockade policy set NAME policy.yaml
+      stockade policy show NAME [--revision N]
     """
 
 
@@ -139,3 +141,123 @@ def default() -> None:
     egress is denied except the inference endpoint, which the proxy serves itself.
     """
     click.echo(default_policy_text(), nl=False)
+
+
+# -- a running sandbox's policy (through its control socket) ----------------------------------
+
+WAIT_S = 30.0
+
+
+@policy.command("set")
+@click.argument("name")
+@click.argument("file", metavar="FILE")
+@click.option("--wait", is_flag=True,
+              help="If NAME is not running yet, wait for it to start (up to --timeout) instead of failing.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=WAIT_S, show_default=True,
+              metavar="S", help="How long --wait waits for the sandbox.")
+def set_policy(name: str, file: str, wait: bool, timeout: float) -> None:
+    """Replace the network rules of running sandbox NAME with those of FILE (`-`: stdin).
+
+    \b
+    Only network_policies may change while a sandbox runs; a change to filesystem_policy,
+    landlock or process is refused with the list of differences, and an invalid policy is
+    refused with its errors: in both cases the live policy is untouched. Otherwise the new
+    policy is live when this command returns: new connections, and the next request on every
+    kept-alive or TLS-terminated connection, are decided by it, and raw tunnels it no longer
+    allows are closed. Prints the new revision and its SHA-256 (`stockade policy show NAME`).
+    """
+    from .logs import clean_errors, fail
+
+    with clean_errors():
+        from ..control import call
+        from ..state import control_socket_path, validate_name
+
+        validate_name(name)
+        if file == "-":
+            text, source = sys.stdin.read(), "<stdin>"
+        else:
+            try:
+                with open(file, encoding="utf-8") as f:
+                    text = f.read()
+            except (OSError, UnicodeDecodeError) as exc:
+                fail(f"cannot read {file}: {getattr(exc, 'strerror', None) or exc}")
+            source = file
+        _await_running(name, timeout if wait else 0.0)
+        reply = call(control_socket_path(name), "policy_set", yaml_text=text, source=source, wait=True)
+        sha = str(reply.get("sha256", ""))
+        if not reply.get("changed", True):
+            click.echo(f"{name}: unchanged, revision {reply.get('revision')} already has sha256 {sha[:SHORT_HASH]}")
+            return
+        closed = int(reply.get("tunnels_closed", 0))
+        tunnels = f"; {_counts(closed, 'raw tunnel')} closed" if closed else ""
+        click.echo(f"{name}: policy revision {reply.get('revision')} is live, sha256 {sha[:SHORT_HASH]}{tunnels}")
+
+
+@policy.command("show")
+@click.argument("name")
+@click.option("--revision", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Show revision N (default: the live one, or the latest of a stopped sandbox).")
+@click.option("--json", "as_json", is_flag=True, help="Print the revision as JSON (with its YAML).")
+def show_policy(name: str, revision: int | None, as_json: bool) -> None:
+    """Print the policy of sandbox NAME as YAML, after a comment saying which revision it is.
+
+    A running sandbox answers through its control socket; for one that is not running, the
+    revisions stored in the state directory are read.
+    """
+    from .logs import clean_errors, fail
+
+    with clean_errors():
+        from ..state import control_socket_path, is_running, validate_name
+
+        validate_name(name)
+        if is_running(name):
+            from ..control import call
+
+            params = {"revision": revision} if revision is not None else {}
+            rev = call(control_socket_path(name), "policy_show", **params)
+        else:
+            from ..events.views import open_existing_store
+
+            store = open_existing_store()
+            found = store.revision(name, revision) if store is not None else None
+            if found is None:
+                what = f"revision {revision}" if revision is not None else "policy revision"
+                fail(f"sandbox {name!r} has no {what}", "`stockade list` shows the known sandboxes")
+            assert found is not None
+            rev = {"revision": found.revision, "sha256": found.sha256, "source": found.source,
+                   "time_ms": found.time_ms, "yaml_text": found.yaml, "live": False}
+        if as_json:
+            click.echo(json.dumps({"sandbox": name, **rev}, indent=2))
+            return
+        import datetime as dt
+
+        when = dt.datetime.fromtimestamp(int(rev["time_ms"]) / 1000).astimezone().isoformat(timespec="seconds")
+        state = "live" if rev.get("live") else "not live"
+        click.echo(f"# sandbox {name}, revision {rev['revision']} ({state}), sha256 {rev['sha256']}\n"
+                   f"# {when}, from {rev['source']}")
+        text = str(rev["yaml_text"])
+        click.echo(text, nl=not text.endswith("\n"))
+
+
+def _await_running(name: str, timeout: float) -> None:
+    """Return once NAME's control socket answers; fail after `timeout` (0: look once)."""
+    import time
+
+    from ..control import ControlError, call
+    from ..state import control_socket_path, is_running
+    from .logs import fail
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if is_running(name):
+            try:
+                call(control_socket_path(name), "ping", timeout=5)
+                return
+            except ControlError as exc:
+                if exc.error != "unavailable" or time.monotonic() >= deadline:
+                    raise
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    fail(f"sandbox {name!r} is not running" + (f" (waited {timeout:g}s)" if timeout else ""),
+         "start it with `stockade run --name NAME ...`, or pass --wait")

@@ -146,3 +146,39 @@ def test_help_is_actionable():
         assert command in out.stdout
     assert "stockade policy default > policy.yaml" in out.stdout
     assert "readlink" in run("explain", "--help").stdout
+
+
+def test_show_of_a_stopped_sandbox_reads_its_stored_revisions(tmp_path):
+    from stockade.events.store import Store
+
+    env = {"XDG_STATE_HOME": str(tmp_path / "state"), "PATH": "/usr/bin:/bin"}
+    shown = lambda *a: subprocess.run([*STOCKADE, "policy", "show", *a], capture_output=True,  # noqa: E731
+                                      text=True, env=env, timeout=60)
+    missing = shown("ghost")
+    assert missing.returncode == 1 and missing.stderr.startswith("stockade: sandbox 'ghost' has no policy revision")
+    (tmp_path / "state" / "stockade").mkdir(parents=True, exist_ok=True)
+    with Store(tmp_path / "state" / "stockade" / "stockade.db") as store:
+        store.add_revision("sb", yaml_text=T0, sha256=policy_sha256(load_policy_text(T0)), source="a.yaml")
+        store.add_revision("sb", yaml_text="version: 1\n", sha256="f" * 64, source="rules approve 3")
+    latest = shown("sb")
+    assert latest.returncode == 0, latest.stderr
+    head, rest = latest.stdout.split("\n", 2)[:2], latest.stdout.split("\n", 2)[2]
+    assert head[0] == f"# sandbox sb, revision 2 (not live), sha256 {'f' * 64}"
+    assert head[1].endswith(", from rules approve 3") and rest == "version: 1\n"
+    first = shown("sb", "--revision", "1")
+    assert first.stdout.split("\n", 2)[2] == T0 and load_policy_text(first.stdout)  # valid YAML as printed
+    as_json = json.loads(shown("sb", "--revision", "1", "--json").stdout)
+    assert (as_json["revision"], as_json["source"], as_json["live"]) == (1, "a.yaml", False)
+    assert shown("sb", "--revision", "9").stderr.startswith("stockade: sandbox 'sb' has no revision 9")
+
+
+def test_set_on_a_sandbox_that_is_not_running_is_one_line(tmp_path, files):
+    good, _ = files
+    env = {"XDG_STATE_HOME": str(tmp_path / "state"), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([*STOCKADE, "policy", "set", "ghost", str(good)], capture_output=True, text=True,
+                         env=env, timeout=60)
+    assert out.returncode == 1 and out.stderr.count("\n") == 1
+    assert out.stderr.startswith("stockade: sandbox 'ghost' is not running")
+    waited = subprocess.run([*STOCKADE, "policy", "set", "ghost", str(good), "--wait", "--timeout", "0.3"],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert waited.returncode == 1 and "(waited 0.3s)" in waited.stderr
