@@ -142,17 +142,25 @@ try:
     memfd = "allowed"
 except OSError as e:
     memfd = errno.errorcode[e.errno]
+fds = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
 print(json.dumps({k: status[k].strip() for k in ("CapEff", "CapPrm", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp")}
-                 | {"memfd_create": memfd}))
+                 | {"memfd_create": memfd, "fds": fds}))
 '''
 
 
-def test_exec_has_seccomp_no_capabilities_and_no_new_privs(running):
-    out = _probe(running, LAYERS)
+def test_exec_has_seccomp_no_capabilities_no_new_privs_and_no_stray_descriptor(running):
+    path = running.work / "probe-layers.py"
+    path.write_text(LAYERS)
+    with open(__file__, "rb") as stray:  # handed to stockade exec: it must not reach the command
+        os.set_inheritable(stray.fileno(), True)
+        result = exec_(running, [SANDBOX_PYTHON, str(path)], pass_fds=(stray.fileno(),))
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
     for cap in ("CapEff", "CapPrm", "CapBnd", "CapAmb"):
         assert int(out[cap], 16) == 0, (cap, out[cap])
     assert out["NoNewPrivs"] == "1" and out["Seccomp"] == "2"
     assert out["memfd_create"] == "EPERM"  # a blocked syscall
+    assert out["fds"] == [0, 1, 2, 3]  # 3: the listing's own directory
 
 
 NETWORK = r'''
