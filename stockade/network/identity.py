@@ -401,6 +401,11 @@ class IdentityResolver:
     procfs TCP tables (milliseconds per lookup) with a hash lookup (microseconds). None: use our
     own when root_pid shares our network namespace (the host modes), else the procfs tables;
     False: always the procfs tables.
+    `trusted_root`: root_pid is stockade's own init (the sandbox modes). It never holds a
+    command's socket, so its fd table is not scanned (it is non-dumpable: a rootless supervisor
+    could not read it, and every lookup would fail), and it is not an ancestor: it runs
+    stockade's interpreter, so a policy granting that interpreter (/usr/bin/python3) would
+    otherwise grant it to every process of the sandbox.
     `scan_threads` also reads the fd tables of non-leader threads: a thread created without
     CLONE_FILES (or after unshare(CLONE_FILES)) has a private fd table that /proc/<pid>/fd does
     not show, and could otherwise hide a second owner of the socket. `skip_unreadable` skips
@@ -417,9 +422,11 @@ class IdentityResolver:
         diag: socket.socket | bool | None = None,
         scan_threads: bool = True,
         skip_unreadable: bool = False,
+        trusted_root: bool = False,
     ) -> None:
         self.proc_fd = proc_fd
         self.root_pid = root_pid
+        self.trusted_root = trusted_root
         if diag is None and self._same_netns():
             diag = open_diag_socket()
         self.diag = SockDiag(diag) if isinstance(diag, socket.socket) else None
@@ -480,10 +487,11 @@ class IdentityResolver:
     def _holders(self, inode: int, opened: list[_Proc]) -> list[_Proc]:
         target = f"socket:[{inode}]"
         holders = []
+        skip = str(self.root_pid) if self.trusted_root else None
         for name in _listdir(".", self.proc_fd):
             # The scan goes by path (cheap); only a holder is pinned, then checked again through
             # its pinned fd, so a pid reused in between cannot stand in for the real holder.
-            if not name.isdigit() or not self._holds(self.proc_fd, f"{name}/", name, target):
+            if not name.isdigit() or name == skip or not self._holds(self.proc_fd, f"{name}/", name, target):
                 continue
             try:
                 pfd = os.open(name, _O_DIR, dir_fd=self.proc_fd)
@@ -568,6 +576,8 @@ class IdentityResolver:
                 raise IdentityError(
                     "outside_root", f"pid {proc.pid} does not descend from pid {self.root_pid}"
                 )
+            if ppid == self.root_pid and self.trusted_root:
+                break  # stockade's init: not the command's ancestor
             try:
                 pfd = os.open(str(ppid), _O_DIR, dir_fd=self.proc_fd)
             except OSError as exc:

@@ -335,6 +335,29 @@ def test_ancestors_stop_at_root_pid(proc_fd: int, listener: socket.socket) -> No
             assert full.ancestors == (SH, PYTHON)
 
 
+def test_a_trusted_root_is_neither_scanned_nor_an_ancestor(proc_fd: int, listener: socket.socket) -> None:
+    """stockade's own init: non-dumpable (a rootless supervisor cannot read its fd table) and
+    running stockade's interpreter, which must not become every process's granted ancestor."""
+    port = listener.getsockname()[1]
+    script = f"{sys.executable} -c '{CLIENT}' 127.0.0.1 {port} 4 hold; true"
+    with spawn([SH, "-c", script]) as sh:
+        assert sh.stdout is not None and sh.stdout.readline().strip() == "ready"
+        conn, peer = listener.accept()
+        with conn:
+            local = conn.getsockname()
+            ident = IdentityResolver(proc_fd, root_pid=sh.pid, trusted_root=True).resolve(peer, local)
+            assert (ident.binary, ident.ancestors, ident.ancestor_pids) == (PYTHON, (), ())
+    # A socket that only the root holds has no owner the policy could be asked about.
+    own = socket.create_connection(listener.getsockname()[:2])
+    conn, peer = listener.accept()
+    with own, conn:
+        local = conn.getsockname()
+        assert IdentityResolver(proc_fd, root_pid=os.getpid()).resolve(peer, local).binary == PYTHON
+        with pytest.raises(IdentityError) as err:
+            IdentityResolver(proc_fd, root_pid=os.getpid(), trusted_root=True).resolve(peer, local)
+        assert err.value.code == "no_owner"
+
+
 def test_process_outside_the_root_tree_is_refused(proc_fd: int, listener: socket.socket) -> None:
     with client(listener) as (_proc, _conn, peer, local):
         other = subprocess.Popen([SLEEP, "30"])  # a sibling tree: not an ancestor of the client
