@@ -194,12 +194,13 @@ class Services:
         from ..network.identity import IdentityResolver
 
         ctx = self.ctx
+        # The root of the tree that counts is stockade's init: trusted (not scanned, not an ancestor).
         if ctx.isolation == LANDLOCK_ONLY:
-            # The host's /proc: the tree that counts starts at init (the command's parent);
-            # as a user, other users' processes cannot be read and cannot hold our sockets.
-            return IdentityResolver(ctx.procfs, root_pid=ctx.processes.init_pid,
+            # The host's /proc: init is the command's parent; as a user, other users' processes
+            # cannot be read and cannot hold our sockets.
+            return IdentityResolver(ctx.procfs, root_pid=ctx.processes.init_pid, trusted_root=True,
                                     skip_unreadable=os.geteuid() != 0)
-        return IdentityResolver(ctx.procfs, diag=ctx.diag)
+        return IdentityResolver(ctx.procfs, diag=ctx.diag, trusted_root=True)
 
     async def _stop_serving(self) -> None:
         for part in (self.control, self.server, self.router):
