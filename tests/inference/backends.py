@@ -244,7 +244,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._abort()
             return
         self.wfile.write(data)
-        self.backend.finished.set()
+        if not self.path.startswith("/_control/"):  # a control reply is not a scripted response
+            self.backend.finished.set()
 
     def _error(self, status: int, kind: str, message: str) -> None:
         if self.backend.protocol == "anthropic":
