@@ -24,6 +24,8 @@ When the sandbox ends, the kernel kills everything in its pid namespace, the exe
 included. In the landlock-only mode there is nothing to join: the command gets the same
 Landlock (with the proxy-port TCP rule), seccomp and environment, dies with us
 (PR_SET_PDEATHSIG), and we end it, and whatever it left behind, when the sandbox's init exits.
+Its connections reach the proxy's port but are refused there (identity `outside_root`): the
+proxy only attributes connections to processes below the sandbox's init, which ours is not.
 
 The command gets a Landlock domain of its own: with ABI 6 scoping it cannot signal the sandbox's
 first command, nor reach its abstract Unix sockets (and the reverse).

@@ -154,6 +154,11 @@ def run(target: Target, argv: tuple[str, ...], workdir: str | None = None) -> in
     seccomp_filter = _compile_seccomp(target)  # binds libseccomp before the view hides it
     preload_landlock()
     watch = pin(target, target.launcher_pid or target.init_pid)
+    if target.isolation == LANDLOCK_ONLY:
+        # The proxy attributes a host-side connection only to processes below the sandbox's init,
+        # and ours is not: it fails closed.
+        sys.stderr.write(f"stockade: note: sandbox {target.name} runs with --isolation landlock: the proxy "
+                         "refuses this command's connections (it is not below the sandbox's init)\n")
     if target.isolation == NAMESPACES:
         fds = open_namespaces(target, watch)
         try:

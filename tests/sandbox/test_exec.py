@@ -284,11 +284,18 @@ def test_landlock_mode_exec_is_confined_to_the_proxy_port(request):
             "except OSError as e:\n"
             "    out['usr'] = errno.errorcode[e.errno]\n"
             "out['uid'] = os.getuid()\n"
+            "s = socket.create_connection(('127.0.0.1', urllib.parse.urlsplit(os.environ['HTTP_PROXY']).port))\n"
+            "s.sendall(b'GET http://example.com/ HTTP/1.1\\r\\nHost: example.com\\r\\nConnection: close\\r\\n\\r\\n')\n"
+            "out['answer'] = json.loads(s.makefile('rb').read().split(b'\\r\\n\\r\\n', 1)[1])['reason_code']\n"
             "print(json.dumps(out))\n"
         )
         out = _probe(sb, code, name="exec-landlock")
-        assert out == {"proxy": "connected", "other": "EACCES", "usr": "EACCES", "uid": 65534}
-        assert exec_(sb, ["sh", "-c", "exit 7"], name="exec-landlock").returncode == 7
+        # Not below the sandbox's init: the proxy cannot attribute the connection and refuses it.
+        assert out == {"proxy": "connected", "other": "EACCES", "usr": "EACCES", "uid": 65534,
+                       "answer": "outside_root"}
+        status = exec_(sb, ["sh", "-c", "exit 7"], name="exec-landlock")
+        assert status.returncode == 7
+        assert "runs with --isolation landlock: the proxy refuses this command's connections" in status.stderr
     finally:
         _stop(main)
         shutil.rmtree(sb.space, ignore_errors=True)
