@@ -176,7 +176,9 @@ except OSError as e:
 proxy = urllib.parse.urlsplit(os.environ["HTTP_PROXY"])
 s = socket.create_connection((proxy.hostname, proxy.port), timeout=10)
 s.sendall(b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n")
-out["proxy"] = s.recv(12).decode()
+head, _, body = s.makefile("rb").read().partition(b"\r\n\r\n")
+out["proxy"] = head.split(b"\r\n")[0].decode()
+out["denial"] = {k: json.loads(body).get(k) for k in ("error", "binary")}
 out["ca_bundle"] = os.path.exists(os.environ["SSL_CERT_FILE"])
 print(json.dumps(out))
 '''
@@ -185,7 +187,9 @@ print(json.dumps(out))
 def test_exec_reaches_only_the_sandboxs_proxy_with_the_sandboxs_environment(running):
     out = _probe(running, NETWORK)
     assert out["direct"] == "ENETUNREACH"
-    assert out["proxy"].startswith("HTTP/1.1 ")  # the proxy answers (it denies: no rule)
+    # The proxy answers, knows which binary asked (in the sandbox's /proc), and denies: no rule.
+    assert out["proxy"] == "HTTP/1.1 403 Forbidden"
+    assert out["denial"]["error"] == "policy_denied" and out["denial"]["binary"].startswith("/usr/bin/python3")
     assert out["env"] == {"STOCKADE_SANDBOX": NAME, "HTTPS_PROXY": "http://127.0.0.1:3128",
                           "SSL_CERT_FILE": "/run/stockade/ca-bundle.pem",
                           "STOCKADE_TEST_RUN_VARIABLE": "given-at-run", "STOCKADE_TEST_CALLER_VARIABLE": None}
