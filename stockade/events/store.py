@@ -144,8 +144,14 @@ class Store:
         self.path = Path(path)
         self._lock = threading.RLock()
         # Create the file private before SQLite opens it; the -wal and -shm files copy its mode.
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        os.close(fd)
+        # O_EXCL: never open and close an existing database file ourselves. Closing any fd of
+        # the file drops every POSIX lock this process holds on it, the locks of other Store
+        # connections included; another process then believes it is the last connection,
+        # checkpoints and deletes the WAL, and our later commits go to an unlinked file.
+        try:
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        except FileExistsError:
+            pass
         try:
             self._conn = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False

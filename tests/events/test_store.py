@@ -225,3 +225,24 @@ def test_readers_do_not_block_the_writer_and_see_only_whole_batches(db):
             t.join()
         assert writer._query("SELECT count(*) FROM events")[0][0] == 5000
     assert not errors and not seen_partial
+
+
+def test_a_second_store_in_one_process_does_not_cost_the_first_its_locks(db):
+    """The supervisor holds several Store connections (services, recorder, route refreshes)
+    while CLI processes come and go. Opening another Store must not drop the first one's POSIX
+    locks, or a CLI closing its connection deletes the WAL under our feet and later commits
+    vanish."""
+    first = Store(db)
+    run = first.start_run("sb", pid=1, command=["a"])
+    Store(db).close()  # e.g. the recorder's own connection, opened and closed
+    second = Store(db)
+    reader = f"from stockade.events.store import Store\ns = Store({str(db)!r})\ns.latest_runs()\ns.close()\n"
+    subprocess.run([sys.executable, "-c", reader], check=True, timeout=30)  # a CLI, come and gone
+    first.finish_run(run, status="exited", exit_code=0)
+    first.add_revision("sb", yaml_text="version: 1\n", sha256="a" * 64, source="f")
+    check = (f"from stockade.events.store import Store\ns = Store({str(db)!r})\n"
+             "print(s.run(1).status, s.revision('sb').revision)\n")
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=30)
+    assert out.stdout.split() == ["exited", "1"], out.stderr
+    first.close()
+    second.close()
