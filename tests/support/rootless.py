@@ -2,8 +2,10 @@
 
 The test interpreter usually lives under /root (mode 0700), which nobody cannot reach. So the
 tests build a virtualenv from /usr/bin/python3 in a world-readable directory, install the
-runtime dependencies there once (cached by the dependency list), and copy the current
-`stockade` package into it at every test session so it always runs the code under test.
+runtime dependencies and the test extras there once (cached by the dependency list), and copy
+the current `stockade` package into it at every test session so it always runs the code under
+test. The same venv gives commands inside sandboxes (which run as nobody in both modes) their
+real clients: requests, httpx, the openai and anthropic SDKs; a policy lists it in read_only.
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 
 
 def _runtime_dependencies() -> list[str]:
+    """The runtime dependencies and the test extras (the clients sandboxed commands use)."""
     import tomllib
 
     with open(REPO / "pyproject.toml", "rb") as f:
-        return list(tomllib.load(f)["project"]["dependencies"])
+        project = tomllib.load(f)["project"]
+    return list(project["dependencies"]) + list(project["optional-dependencies"]["test"])
 
 
 @dataclass(frozen=True)
