@@ -38,7 +38,8 @@ import os
 import signal
 import socket
 import struct
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -214,7 +215,8 @@ class ControlServer:
             self.path.unlink()
         except FileNotFoundError:
             pass
-        self._server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=MAX_REQUEST_BYTES)
+        with socket_address(self.path) as address:
+            self._server = await asyncio.start_unix_server(self._serve, path=address, limit=MAX_REQUEST_BYTES)
         os.chmod(self.path, 0o600)
 
     async def close(self) -> None:
@@ -351,6 +353,24 @@ async def _discard(reader: asyncio.StreamReader, limit: int = 8 * MAX_REQUEST_BY
 
 # -- clients ----------------------------------------------------------------------------------
 
+SUN_PATH_MAX = 107  # bytes of a socket path, without the terminating NUL
+
+
+@contextmanager
+def socket_address(path: str | os.PathLike[str]) -> Iterator[str]:
+    """`path` as an address to bind or connect: one longer than sun_path allows (a long
+    $XDG_STATE_HOME) goes through an O_PATH descriptor of its directory, /proc/self/fd/N/NAME."""
+    path = Path(path)
+    if len(os.fsencode(str(path))) <= SUN_PATH_MAX:
+        yield str(path)
+        return
+    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
+
+
 
 def _unavailable(path: Path, exc: OSError) -> ControlError:
     return ControlError(
@@ -384,7 +404,8 @@ class ControlClient:
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         self._sock.settimeout(timeout)
         try:
-            self._sock.connect(str(self.path))
+            with socket_address(self.path) as address:
+                self._sock.connect(address)
         except OSError as exc:
             self._sock.close()
             raise _unavailable(self.path, exc) from None
@@ -428,7 +449,8 @@ def call(path: str | os.PathLike[str], op: str, *, timeout: float = 60.0, **para
 async def acall(path: str | os.PathLike[str], op: str, *, timeout: float = 60.0, **params: Any) -> dict[str, Any]:
     """One request from asyncio code (tests, a future `stockade` daemon-less UI)."""
     try:
-        reader, writer = await asyncio.open_unix_connection(str(path), limit=MAX_REQUEST_BYTES)
+        with socket_address(path) as address:
+            reader, writer = await asyncio.open_unix_connection(address, limit=MAX_REQUEST_BYTES)
     except OSError as exc:
         raise _unavailable(Path(path), exc) from None
     try:

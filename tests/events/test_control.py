@@ -298,3 +298,22 @@ def test_a_client_running_as_another_uid_is_refused(tmp_path):
 
 def test_own_namespaces_are_readable():
     assert all(v is not None for v in namespaces("self").values())
+
+
+def test_a_socket_path_longer_than_sun_path_still_works(tmp_path):
+    """A long $XDG_STATE_HOME must not stop the sandbox (the kernel takes 107 bytes at most)."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    path = deep / "control.sock"
+    assert len(str(path)) > 107
+    loop = Loop()
+    server = ControlServer(path, Supervisor().handlers(), sandbox="sb")
+    try:
+        loop.run(server.start())
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert call(path, "status")["revision"] == 1
+        assert loop.run(acall(path, "ping"))["sandbox"] == "sb"
+    finally:
+        loop.run(server.close())
+        loop.stop()
+    assert not path.exists()
