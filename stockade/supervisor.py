@@ -395,7 +395,7 @@ class Supervisor:
                         self.status_data += data
                     elif key.data == "services":
                         sel.unregister(services.failure_fd)  # fail closed: no proxy, no sandbox
-                        self.failures.append(SetupError("proxy", services.error or "the proxy failed"))
+                        self.failures.append(SetupError("services", services.error or "they stopped"))
                         self._kill_all(spec, processes)
 
     def _on_signals(self, sigs: list[int], spec: SandboxSpec, init: int) -> bool:

@@ -89,7 +89,10 @@ class Services:
             self._outcome = (exit_code, status)
             loop, stop = self._loop, self._stop
         if loop is not None and stop is not None:
-            loop.call_soon_threadsafe(_resolve, stop)
+            try:
+                loop.call_soon_threadsafe(_resolve, stop)
+            except RuntimeError:
+                pass  # the loop has already ended (the services failed)
         self._thread.join(CLOSE_TIMEOUT)
         for fd in (self._fail_r, self._fail_w):
             os.close(fd)
@@ -113,6 +116,8 @@ class Services:
             self._register()
             if not self._stopping:
                 _run(self._serve())
+            else:
+                self._register_policy()
         except Exception as exc:  # noqa: BLE001 - the supervisor kills the sandbox, exit 125
             self._fail(_message(exc))
         finally:
@@ -132,7 +137,7 @@ class Services:
 
         self.store = Store.open_default()
         self.run_id = self.store.start_run(ctx.sandbox, pid=os.getpid(), command=ctx.spec.argv,
-                                           policy_source=ctx.policy.source)
+                                           policy_source=ctx.policy.source, started_ms=self.started_ms)
         recorder = StoreRecorder(ctx.sandbox, self.run_id, log_file=self.inputs.log_file,
                                  flush_interval_s=self.inputs.proposal_flush_s).start()
         with self._lock:
@@ -140,6 +145,17 @@ class Services:
             pending, self._pending = self._pending, []
         for event in pending:
             recorder.record(event)
+
+    def _register_policy(self) -> None:
+        """What LivePolicy records when the services come up, for a command that was faster."""
+        from ..events.types import ConfigEvent
+        from ..policy.canonical import dump_policy, policy_sha256
+
+        policy = self.ctx.policy
+        sha = policy_sha256(policy)
+        rev = self.store.add_revision(self.ctx.sandbox, yaml_text=self.inputs.policy_text or dump_policy(policy),
+                                      sha256=sha, source=policy.source, run_id=self.run_id)
+        self.record(ConfigEvent("policy loaded", revision=rev.revision, sha256=sha))
 
     async def _serve(self) -> None:
         import asyncio
@@ -155,6 +171,8 @@ class Services:
             self.ready.set()
             await stop
         finally:
+            with self._lock:
+                self._loop = None  # close() must not reach for a loop that is ending
             await self._stop_serving()
 
     async def _start(self) -> None:

@@ -1,0 +1,36 @@
+"""The services around a sandbox (proxy, store, control socket) under `stockade run`: the run is
+registered and finished, and a sandbox whose services cannot start does not run unguarded."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+pytestmark = pytest.mark.sandbox
+
+
+def test_the_run_is_registered_with_its_exit(sandbox):
+    result = sandbox.run(["sh", "-c", "exit 3"], args=("-q", "--name", "reg"))
+    assert result.returncode == 3, result.stderr
+    listed = subprocess.run([*sandbox.prefix, "list", "--json"], env=sandbox.env, capture_output=True,
+                            text=True, timeout=60)
+    [run] = json.loads(listed.stdout)
+    assert (run["name"], run["status"], run["exit_code"], run["policy_revision"]) == ("reg", "exited 3", 3, 1)
+
+
+def test_services_that_cannot_start_end_the_sandbox_with_125(sandbox):
+    if sandbox.mode == "root":
+        pytest.skip("root writes a read-only store all the same")
+    assert sandbox.run(["true"]).returncode == 0  # creates the store
+    db = sandbox.state / "stockade" / "stockade.db"
+    os.chmod(db, 0o444)  # readable (the routes are read before the start), not writable
+    started = time.monotonic()
+    result = sandbox.run(["sh", "-c", "sleep 30; echo unguarded"], timeout=60)
+    assert result.returncode == 125, result.stderr
+    assert time.monotonic() - started < 20 and "unguarded" not in result.stdout
+    assert result.stderr.startswith("stockade: sandbox setup failed (services): "), result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
