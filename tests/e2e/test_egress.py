@@ -129,9 +129,10 @@ def test_real_clients(e2e: E2E):
 
 
 CONNECT_BODY = textwrap.dedent("""
-    import json, socket, sys
+    import json, os, socket, sys
     target, raw = sys.argv[1], sys.argv[2] == "raw"
-    s = socket.create_connection(("127.0.0.1", 3128), timeout=20)
+    proxy = os.environ["HTTP_PROXY"].rpartition("/")[2]  # 127.0.0.1:3128, or a host port (landlock)
+    s = socket.create_connection((proxy.rpartition(":")[0], int(proxy.rpartition(":")[2])), timeout=20)
     if raw:  # an https:// URL in forward form
         s.sendall(b"GET https://" + target.encode() + b"/ HTTP/1.1\\r\\nHost: " + target.encode() + b"\\r\\n\\r\\n")
     else:
@@ -301,3 +302,25 @@ def test_credential_placeholders(e2e_rootless: E2E):
     events = log.read_text()
     assert "credential" in events and TOKEN not in events
     assert TOKEN not in e2e.cli("logs", "e2e", "--json").stdout
+
+
+def test_the_landlock_only_mode_is_served_too(e2e_rootless: E2E):
+    """--isolation landlock: no namespaces, the proxy on a host loopback port, identity through
+    the host's /proc (rooted at stockade's init, other users' processes skipped)."""
+    e2e = e2e_rootless
+    ips = allowed_ips(e2e)
+    policy = e2e.policy(f"""
+    plain:
+      endpoints: [{{host: origin.test, port: 8080, {ips}}}]
+      binaries: [{{path: /usr/bin/curl}}]
+    """)
+    results, done = e2e.run([
+        ("curl", [*CURL, *CODE, "http://origin.test:8080/ll"]),
+        ("python", [e2e.python, "-c", CONNECT_BODY, "origin.test:8080", "connect"]),
+    ], policy=policy, args=("--isolation", "landlock"))
+    assert done.returncode == 0, done.stderr
+    status, body = http(results["curl"])
+    assert status == 200 and body["path"] == "/ll"
+    reply = json.loads(results["python"]["out"])
+    assert reply["status"] == 403 and reply["body"]["reason_code"] == "binary_not_allowed"
+    assert reply["body"]["binary"] == PY
