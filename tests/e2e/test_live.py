@@ -71,6 +71,10 @@ def test_deny_propose_approve_reload_follow(e2e: E2E):
     live = e2e.cli("policy", "show", "e2e")
     assert live.stdout.startswith("# sandbox e2e, revision 2 (live), sha256 ") and "allow_origin_test_8080" in live.stdout
     sha = live.stdout.split("sha256 ")[1].split()[0]
+    status = e2e.control("status")
+    assert (status["policy_revision"], status["policy_sha256"], status["agent_pid"]) == (2, sha, 2)
+    [running] = json.loads(e2e.cli("list", "--json").stdout)
+    assert (running["status"], running["policy_revision"], running["denied"]) == ("running", 2, 5)
 
     # -- refused reloads change nothing ----------------------------------------------------------
     static = e2e.write("static.yaml", policy.read_text().replace("read_write: [/tmp, /dev/null]",
