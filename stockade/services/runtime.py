@@ -59,7 +59,6 @@ class Services:
         self.live: Any = None
         self.holder: Any = None
         self.tunnels_closed = 0  # by the last reload
-        self.ready = threading.Event()
         self._thread = threading.Thread(target=self._main, name="stockade-services", daemon=True)
         self._thread.start()
 
@@ -94,8 +93,9 @@ class Services:
             except RuntimeError:
                 pass  # the loop has already ended (the services failed)
         self._thread.join(CLOSE_TIMEOUT)
-        for fd in (self._fail_r, self._fail_w):
-            os.close(fd)
+        if not self._thread.is_alive():  # else it may still write to the pipe: leave it to the exit
+            for fd in (self._fail_r, self._fail_w):
+                os.close(fd)
 
     def record(self, event: Event) -> None:
         """Thread-safe; events recorded before the recorder exists are kept until it does."""
@@ -168,7 +168,6 @@ class Services:
                 stop.set_result(None)
         try:
             await self._start()
-            self.ready.set()
             await stop
         finally:
             with self._lock:
@@ -263,7 +262,15 @@ class Services:
 
         engine = compile_policy(policy)  # raises before anything changed
         self.holder.swap(engine)
-        self.tunnels_closed = self.server.revalidate()
+        try:
+            self.tunnels_closed = self.server.revalidate()
+        except Exception as exc:  # noqa: BLE001 - fail closed: no raw tunnel outlives an unchecked reload
+            _warn(f"revalidating raw tunnels after a reload: {_message(exc)}; closing them all")
+            self.tunnels_closed = len(self.server.tunnels)
+            for tunnel in list(self.server.tunnels):
+                tunnel.client.abort()
+                tunnel.upstream.abort()
+            self.server.tunnels.clear()
         if self.inputs.secrets is not None:
             self.inputs.secrets.bind_default_hosts(policy_hosts(policy))
 

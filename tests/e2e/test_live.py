@@ -193,3 +193,49 @@ def test_the_control_socket_refuses_the_sandbox(e2e: E2E):
     findings = e2e.cli("logs", "e2e", "--json").stdout
     assert "control_peer_refused" in findings or "Control socket peer refused" in findings
 
+
+
+TUNNEL = textwrap.dedent("""
+    import json, os, socket, ssl, time
+    raw = socket.create_connection(("127.0.0.1", 3128), timeout=30)
+    raw.sendall(b"CONNECT secure.test:8443 HTTP/1.1\\r\\nHost: secure.test:8443\\r\\n\\r\\n")
+    assert raw.recv(4096).startswith(b"HTTP/1.1 200")
+    tls = ssl.create_default_context(cafile=os.sys.argv[1]).wrap_socket(raw, server_hostname="secure.test")
+    request = b"GET /held HTTP/1.1\\r\\nHost: secure.test\\r\\n\\r\\n"
+    tls.sendall(request)
+    first = b""
+    while not first.endswith(b"}"):  # the whole first response (a JSON echo)
+        first += tls.recv(65536)
+    first = first.split(b" ")[1].decode()
+    open("tunnel-open", "w").close()
+    while not os.path.exists("reloaded"):
+        time.sleep(0.02)
+    try:
+        tls.sendall(request)
+        after = tls.recv(65536).decode() or "eof"
+    except OSError as exc:
+        after = type(exc).__name__
+    print(json.dumps({"first": first, "after": after}))
+""")
+
+
+def test_a_reload_closes_the_raw_tunnels_it_no_longer_allows(e2e_rootless: E2E):
+    e2e = e2e_rootless
+    rules = f"""
+    secure_raw:
+      endpoints: [{{host: secure.test, port: 8443, allowed_ips: ["{e2e.up.origin}"]}}]
+      binaries: [{{path: /usr/bin/python3.11}}]
+    """
+    policy = e2e.policy(rules)
+    proc = e2e.start([("tunnel", [e2e.python, "-c", TUNNEL, str(e2e.ro / "upstream-ca.pem")])],
+                     policy=policy, args=("--upstream-ca", str(e2e.ro / "upstream-ca.pem")))
+    poll(lambda: (e2e.work / "tunnel-open").exists(), bool)
+    narrowed = e2e.write("narrowed.yaml", policy.read_text().replace("secure.test", "other.test"))
+    reloaded = e2e.cli("policy", "set", "e2e", str(narrowed))
+    assert reloaded.returncode == 0, reloaded.stderr
+    assert reloaded.stdout.strip().endswith("; 1 raw tunnel closed"), reloaded.stdout
+    e2e.go("reloaded")
+    results, _err = e2e.finish(proc)
+    seen = json.loads(results["tunnel"]["out"])
+    assert seen["first"] == "200" and seen["after"] in ("eof", "SSLEOFError", "ConnectionResetError",
+                                                        "SSLZeroReturnError", "BrokenPipeError"), seen
