@@ -34,3 +34,15 @@ def test_services_that_cannot_start_end_the_sandbox_with_125(sandbox):
     assert time.monotonic() - started < 20 and "unguarded" not in result.stdout
     assert result.stderr.startswith("stockade: sandbox setup failed (services): "), result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_a_timeout_is_recorded(sandbox):
+    result = sandbox.run(["sleep", "30"], args=("-q", "--name", "slow", "--timeout", "0.5"))
+    assert result.returncode == 124, result.stderr
+    cli = lambda *a: subprocess.run([*sandbox.prefix, *a], env=sandbox.env, capture_output=True,  # noqa: E731
+                                    text=True, timeout=60).stdout
+    [run] = json.loads(cli("list", "--json"))
+    assert (run["status"], run["exit_code"]) == ("timeout 124", 124)
+    events = [json.loads(line) for line in cli("logs", "slow", "--json").splitlines()]
+    process = [e["activity_name"] for e in events if e["class_uid"] == 1007]
+    assert process == ["Launch", "Terminate", "Terminate"], process  # the timeout, then the exit
