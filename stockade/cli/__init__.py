@@ -6,6 +6,7 @@ command module only when it runs keeps `stockade run` fast to start.
 
 from __future__ import annotations
 
+import gc
 import importlib
 
 import click
@@ -50,4 +51,11 @@ def cli() -> None:
 
 
 def main() -> None:
-    cli(prog_name="stockade")
+    try:
+        cli(prog_name="stockade")
+    finally:
+        # Interpreter shutdown runs full garbage collections over every object left (~30 ms
+        # after `stockade run` on a small machine); frozen objects are skipped. Modules and
+        # objects are still torn down, atexit handlers and threads' joins still run. (gc is
+        # imported above: `stockade exec` ends inside the sandbox's view, where nothing imports.)
+        gc.freeze()
