@@ -53,18 +53,22 @@ def prepare_inputs(options: ServiceOptions, policy: Policy, policy_text: str | N
     environ = os.environ if environ is None else environ
     secrets = _secrets(options.secrets, policy, environ)
     routes = _routes_file(options.inference_routes) if options.inference_routes else None
-    known = routes if routes is not None else _stored_routes()
+    stored = _stored_routes()
+    active = routes if routes is not None else stored  # what the router will serve
     if options.upstream_ca:
         _check_upstream_ca(options.upstream_ca)
     if options.log_file:
         _check_log_file(options.log_file)
     overrides: dict[str, str] = {}
     hidden: tuple[str, ...] = ()
-    if known:
+    if active or stored:
         from ..inference.sandbox import key_files, sandbox_variables
 
-        overrides.update(sandbox_variables(known, base_urls=True))
-        hidden = key_files(known)
+        # Every key the user configured stays out, also the stored ones a routes file overrides;
+        # the SDKs' base URLs point at inference.local for the protocols the router serves.
+        overrides.update(sandbox_variables(active, base_urls=True))
+        overrides.update(sandbox_variables(stored))
+        hidden = tuple(sorted(set(key_files(active)) | set(key_files(stored))))
     if secrets is not None:
         overrides.update(secrets.placeholder_env())  # a secret wins over a route placeholder
     return ServiceInputs(

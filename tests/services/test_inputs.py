@@ -128,3 +128,16 @@ def test_proposal_flush_interval_from_the_environment():
     assert proposal_flush_s({PROPOSAL_FLUSH_ENV: "0.5"}) == 0.5
     assert proposal_flush_s({PROPOSAL_FLUSH_ENV: "soon"}) == 10.0
     assert proposal_flush_s({PROPOSAL_FLUSH_ENV: "-1"}) == 10.0
+
+
+def test_with_a_routes_file_the_stored_keys_stay_out_too(tmp_path):
+    from stockade.state import db_path
+
+    with Store(db_path()) as store:
+        store.put_route(StoredRoute("a", "anthropic", "https://api.anthropic.com", api_key_env="API_TOKEN"))
+    routes = tmp_path / "routes.yaml"
+    routes.write_text("routes:\n  - {name: o, protocol: openai, base_url: 'http://llm.lan/v1', "
+                      "api_key_env: OPENAI_KEY}\n")
+    overrides = dict(inputs(inference_routes=str(routes)).env_overrides)
+    assert overrides["OPENAI_KEY"] == overrides["API_TOKEN"] == PLACEHOLDER_KEY
+    assert "ANTHROPIC_BASE_URL" not in overrides  # the router serves the file's routes only
