@@ -1,10 +1,12 @@
 """The supervisor: owns one sandbox from `stockade run` to its exit code.
 
     fork the launcher first (main thread, no thread exists yet; it enters the namespaces and
-    imports what init needs)  ->  fork the CA minter  ->  load the policy and decide the spec,
-    send it  ->  receive the proxy listener and the sandbox's /proc  ->  serve the proxy  ->
-    print the report  ->  let init start the command  ->  forward signals, hand the terminal
-    back and forth on Ctrl-Z, enforce --timeout  ->  exit code (DESIGN.md §5).
+    imports what init needs)  ->  fork the CA minter  ->  load the policy, check the run
+    options and decide the spec, send it  ->  receive the proxy listener (and a sock_diag
+    socket of the sandbox's netns) and the sandbox's /proc  ->  print the report  ->  let init
+    start the command  ->  start the services (the command's first connections wait in the
+    listener's backlog)  ->  forward signals, hand the terminal back and forth on Ctrl-Z,
+    enforce --timeout  ->  stop the services, recording the exit  ->  exit code (DESIGN.md §5).
 
 The proxy, the event store and the control socket are plugged in through
 `serve_proxy(ProxyContext) -> Services` (stockade/services/): they run on their own thread while
