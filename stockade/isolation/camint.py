@@ -56,6 +56,12 @@ def fork_minter(label: str, close: tuple[int, ...] = ()) -> tuple[int, int]:
 def _mint(label: str, fd: int) -> NoReturn:
     code = 1
     try:
+        import signal
+
+        # The terminal's signals are the supervisor's to handle: a Ctrl-C while the sandbox
+        # starts ends the run with 130, not 125 because this helper died of it first.
+        for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP):
+            signal.signal(sig, signal.SIG_IGN)
         from cryptography.hazmat.primitives import serialization
 
         from ..network.ca import CertificateAuthority
