@@ -156,10 +156,10 @@ def _check_upstream_ca(path: str) -> None:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     try:
         context.load_verify_locations(cafile=path)
+    except ssl.SSLError as exc:  # before OSError, its base class
+        raise StockadeError(f"--upstream-ca {path}: not a PEM CA bundle ({exc.reason or exc})") from None
     except OSError as exc:
         raise StockadeError(f"--upstream-ca {path}: {exc.strerror or exc}") from None
-    except ssl.SSLError as exc:
-        raise StockadeError(f"--upstream-ca {path}: not a PEM CA bundle ({exc.reason or exc})") from None
     if not context.get_ca_certs():
         raise StockadeError(f"--upstream-ca {path}: the file holds no CA certificate")
 

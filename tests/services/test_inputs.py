@@ -109,7 +109,7 @@ def test_upstream_ca_and_log_file_are_checked(tmp_path):
     got = inputs(upstream_ca=str(ca), log_file=str(log))
     assert got.upstream_ca == str(ca) and log.exists() and (log.stat().st_mode & 0o777) == 0o600
     (tmp_path / "junk.pem").write_text("not a certificate\n")
-    for bad, message in ((tmp_path / "none.pem", "No such file"), (tmp_path / "junk.pem", "CA")):
+    for bad, message in ((tmp_path / "none.pem", "No such file"), (tmp_path / "junk.pem", "not a PEM CA bundle")):
         with pytest.raises(StockadeError, match=message):
             inputs(upstream_ca=str(bad))
     with pytest.raises(StockadeError, match="--log-file"):
