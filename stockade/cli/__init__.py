@@ -1,17 +1,14 @@
 """The `stockade` command line: a click group whose subcommands are imported on first use.
 
 Each command group lives in its own module and is registered in COMMANDS below; importing a
-command module only when it runs keeps `stockade run` fast to start.
+command module only when it runs keeps `stockade run` fast to start. The group itself is in
+group.py, so that `main()` can start the CA helper of `stockade run` before click is imported.
 """
 
 from __future__ import annotations
 
 import gc
-import importlib
-
-import click
-
-from .. import __version__
+import sys
 
 # name -> "module:attribute" of a click command or group.
 COMMANDS: dict[str, str] = {
@@ -26,31 +23,16 @@ COMMANDS: dict[str, str] = {
 }
 
 
-class LazyGroup(click.Group):
-    """A click group that imports a subcommand's module only when the subcommand is used."""
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = COMMANDS.get(cmd_name)
-        if target is None:
-            return None
-        module_name, attr = target.split(":")
-        return getattr(importlib.import_module(module_name), attr)
-
-
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "-V", "--version", prog_name="stockade")
-def cli() -> None:
-    """Run an AI agent in a Linux sandbox whose only way out is a policy proxy.
-
-    No root, no Docker, no daemon: namespaces, Landlock, seccomp and a proxy that decides every
-    connection from a short YAML policy (OpenShell's format).
-    """
-
-
 def main() -> None:
+    if _starts_a_sandbox(sys.argv[1:]):
+        # The CA helper imports cryptography on the otherwise idle core while this process
+        # imports click and the supervisor (isolation/camint.py); a guess: a wrong one only
+        # costs a helper that exits without minting.
+        from ..isolation.camint import prestart
+
+        prestart()
+    from .group import cli
+
     try:
         cli(prog_name="stockade")
     finally:
@@ -59,3 +41,19 @@ def main() -> None:
         # objects are still torn down, atexit handlers and threads' joins still run. (gc is
         # imported above: `stockade exec` ends inside the sandbox's view, where nothing imports.)
         gc.freeze()
+
+
+def _starts_a_sandbox(args: list[str]) -> bool:
+    """`stockade run ...` that will start a sandbox, unless click answers first (help)."""
+    if args[:1] != ["run"]:
+        return False
+    options = args[1:args.index("--")] if "--" in args else args[1:]
+    return not any(a in ("-h", "--help") for a in options)
+
+
+def __getattr__(name: str) -> object:  # `cli` and `LazyGroup` used to live here
+    if name in ("cli", "LazyGroup"):
+        from . import group
+
+        return getattr(group, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,32 +1,47 @@
-"""Minting the sandbox CA on the other core, while the supervisor loads the policy.
+"""Minting the sandbox CA on the other core, while the supervisor does its own work.
 
 Importing `cryptography` and generating the CA is the costliest step of `stockade run` after
-the interpreter itself. The supervisor forks a short-lived helper for it right after the
-launcher (both from the main thread, before any thread exists): the helper sends back the PEM
-of the key, the certificate and the merged bundle over a pipe and exits. The key never touches
-the disk; it lives in the supervisor's memory (CaMaterial), and `load()` turns it into the
+the interpreter itself. A short-lived helper process does it: it sends back the PEM of the key,
+the certificate and the merged bundle over a pipe and exits. The key never touches the disk; it
+lives in the supervisor's memory (CaMaterial), and `load()` turns it into the
 `CertificateAuthority` the proxy signs with, importing cryptography only when it is needed.
+
+`stockade run` starts the helper first thing (`prestart`, from `main()`, before click and the
+supervisor are imported: the second core is otherwise idle then), and the helper imports
+cryptography while it waits for the sandbox's name. `fork_minter` hands it the name, or forks
+a helper on the spot when none was prestarted. Both are forked from the main thread before any
+other thread exists. This module imports nothing but `os` at first: `prestart` runs before the
+interpreter has loaded anything else.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import struct
-from dataclasses import dataclass, field
-from typing import Any, NoReturn
 
-_LEN = struct.Struct("!I")
+TYPE_CHECKING = False  # not `from typing import`: typing alone costs ~5 ms before the fork
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
+
+    from ..network.ca import CertificateAuthority
+
+_HEAD = 4  # bytes of big-endian length before each message on the pipes
 
 
-@dataclass
 class CaMaterial:
-    key_pem: bytes = field(repr=False)
-    certificate_pem: bytes
-    bundle_pem: bytes
-    _loaded: Any = field(default=None, repr=False)
+    """The sandbox CA as PEM bytes, kept in the supervisor's memory only."""
 
-    def load(self) -> Any:  # -> stockade.network.ca.CertificateAuthority
+    __slots__ = ("key_pem", "certificate_pem", "bundle_pem", "_loaded")
+
+    def __init__(self, key_pem: bytes, certificate_pem: bytes, bundle_pem: bytes) -> None:
+        self.key_pem = key_pem
+        self.certificate_pem = certificate_pem
+        self.bundle_pem = bundle_pem
+        self._loaded: Any = None
+
+    def __repr__(self) -> str:  # never the key
+        return f"CaMaterial(certificate_pem={self.certificate_pem!r}, bundle_pem=<{len(self.bundle_pem)} bytes>)"
+
+    def load(self) -> CertificateAuthority:
         """The CertificateAuthority (imports cryptography on first use; cached)."""
         if self._loaded is None:
             from cryptography import x509
@@ -40,20 +55,61 @@ class CaMaterial:
         return self._loaded
 
 
+# (pid, write end of the label pipe, read end of the answer pipe) of a prestarted helper
+_prestarted: tuple[int, int, int] | None = None
+
+
+def prestart() -> None:
+    """Fork the helper now; it imports cryptography and waits for `fork_minter`'s label.
+
+    When the run ends before asking (a usage error, an invalid name), the helper reads EOF
+    and exits without minting anything.
+    """
+    global _prestarted
+    if _prestarted is not None:
+        return
+    label_r, label_w = os.pipe2(os.O_CLOEXEC)
+    answer_r, answer_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        os.close(label_w)
+        os.close(answer_r)
+        _helper(answer_w, label_r)
+    os.close(label_r)
+    os.close(answer_w)
+    _prestarted = (pid, label_w, answer_r)
+
+
 def fork_minter(label: str, close: tuple[int, ...] = ()) -> tuple[int, int]:
-    """Fork the helper; (its pid, the read end of its pipe). `close`: the parent's private fds."""
+    """The helper for this sandbox: (its pid, the read end of its pipe), for `receive`.
+
+    The prestarted helper when there is one (it was forked before `close`'s descriptors
+    existed); otherwise a new fork, which closes `close`, the parent's private descriptors.
+    """
+    global _prestarted
+    if _prestarted is not None:
+        pid, label_w, answer_r = _prestarted
+        _prestarted = None
+        data = label.encode()
+        try:
+            _write_all(label_w, len(data).to_bytes(_HEAD, "big") + data)
+        except OSError:
+            pass  # the helper died: `receive` reports it
+        os.close(label_w)
+        return pid, answer_r
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
         os.close(read_fd)
         for other in close:
             os.close(other)
-        _mint(label, write_fd)
+        _helper(write_fd, None, label)
     os.close(write_fd)
     return pid, read_fd
 
 
-def _mint(label: str, fd: int) -> NoReturn:
+def _helper(fd: int, label_fd: int | None, label: str | None = None) -> NoReturn:
+    """Mint the CA (label from `label_fd` when it is None) and write it to `fd`; never returns."""
     code = 1
     try:
         import signal
@@ -66,16 +122,22 @@ def _mint(label: str, fd: int) -> NoReturn:
 
         from ..network.ca import CertificateAuthority
 
+        if label is None:
+            assert label_fd is not None
+            raw = _read_message(label_fd)
+            if raw is None:
+                os._exit(0)  # nobody asked: the run ended before it needed a CA
+            label = raw.decode()
         ca = CertificateAuthority.generate(label)
         key = ca.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                    serialization.NoEncryption())
         parts = [key, ca.certificate_pem, ca.bundle_pem()]
-        head = json.dumps([len(p) for p in parts]).encode()
-        _write_all(fd, _LEN.pack(len(head)) + head + b"".join(parts))
+        head = b"".join(len(p).to_bytes(_HEAD, "big") for p in parts)
+        _write_all(fd, len(head).to_bytes(_HEAD, "big") + head + b"".join(parts))
         code = 0
     except BaseException as exc:  # the supervisor reports a missing CA as a setup failure
         try:
-            _write_all(fd, _LEN.pack(0) + f"{type(exc).__name__}: {exc}".encode()[:2000])
+            _write_all(fd, bytes(_HEAD) + f"{type(exc).__name__}: {exc}".encode()[:2000])
         except OSError:
             pass
     os._exit(code)
@@ -93,17 +155,35 @@ def receive(pid: int, fd: int) -> CaMaterial:
             os.waitpid(pid, 0)
         except ChildProcessError:
             pass
-    if len(data) < _LEN.size:
+    if len(data) < _HEAD:
         raise OSError("the CA helper died")
-    (head_len,) = _LEN.unpack_from(data)
+    head_len = int.from_bytes(data[:_HEAD], "big")
     if head_len == 0:
-        raise OSError(f"minting the sandbox CA: {bytes(data[_LEN.size:]).decode(errors='replace')}")
-    sizes = json.loads(bytes(data[_LEN.size:_LEN.size + head_len]))
-    offset, parts = _LEN.size + head_len, []
+        raise OSError(f"minting the sandbox CA: {bytes(data[_HEAD:]).decode(errors='replace')}")
+    head = data[_HEAD:_HEAD + head_len]
+    sizes = [int.from_bytes(head[i:i + _HEAD], "big") for i in range(0, head_len, _HEAD)]
+    offset, parts = _HEAD + head_len, []
     for size in sizes:
         parts.append(bytes(data[offset:offset + size]))
         offset += size
+    if len(parts) != 3 or offset != len(data):
+        raise OSError("the CA helper's answer is malformed")
     return CaMaterial(parts[0], parts[1], parts[2])
+
+
+def _read_message(fd: int) -> bytes | None:
+    """One length-prefixed message, or None on EOF before it is complete. Not read to EOF:
+    the launcher, forked after `prestart`, holds a copy of the write end (close-on-exec)."""
+    data = b""
+    want = _HEAD
+    while len(data) < want:
+        chunk = os.read(fd, want - len(data))
+        if not chunk:
+            return None
+        data += chunk
+        if want == _HEAD and len(data) == _HEAD:
+            want += int.from_bytes(data, "big")
+    return data[_HEAD:]
 
 
 def _write_all(fd: int, data: bytes) -> None:

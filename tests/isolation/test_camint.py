@@ -1,4 +1,5 @@
-"""The CA helper (isolation/camint.py): what it sends back, and the signals it leaves alone."""
+"""The CA helper (isolation/camint.py): prestarted (`stockade run`) or forked on demand, what
+it sends back, and the signals it leaves alone."""
 
 import os
 import re
@@ -12,8 +13,23 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from stockade.isolation import camint
 
 
-def test_the_helper_sends_an_ec_p256_ca_and_the_bundle():
+@pytest.fixture(autouse=True)
+def _no_leftover_helper():
+    yield
+    if camint._prestarted is not None:  # a test failed between prestart and fork_minter
+        pid, label_w, answer_r = camint._prestarted
+        camint._prestarted = None
+        os.close(label_w)
+        os.close(answer_r)
+        os.waitpid(pid, 0)
+
+
+@pytest.mark.parametrize("prestarted", [True, False], ids=["prestarted", "on-demand"])
+def test_the_helper_sends_an_ec_p256_ca_and_the_bundle(prestarted):
+    if prestarted:
+        camint.prestart()
     pid, fd = camint.fork_minter("quiet-otter")
+    assert camint._prestarted is None
     material = camint.receive(pid, fd)
     ca = material.load()
     cert = ca.certificate
@@ -25,9 +41,32 @@ def test_the_helper_sends_an_ec_p256_ca_and_the_bundle():
     assert b"PRIVATE KEY" not in material.bundle_pem + material.certificate_pem + repr(material).encode()
 
 
-def test_the_helper_leaves_the_terminals_signals_to_the_supervisor():
+def test_the_on_demand_helper_closes_the_parents_private_descriptors():
+    r, w = os.pipe()
+    pid, fd = camint.fork_minter("brave-lynx", close=(r, w))
+    os.close(w)
+    assert os.read(r, 1) == b""  # EOF: the helper's copy of the write end is closed too
+    os.close(r)
+    camint.receive(pid, fd)
+
+
+def test_a_prestarted_helper_nobody_asks_exits_without_minting():
+    camint.prestart()
+    pid, label_w, answer_r = camint._prestarted
+    camint._prestarted = None
+    os.close(label_w)  # the run ended before it needed a CA (a usage error, an invalid name)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert os.read(answer_r, 100) == b""
+    os.close(answer_r)
+
+
+@pytest.mark.parametrize("prestarted", [True, False], ids=["prestarted", "on-demand"])
+def test_the_helper_leaves_the_terminals_signals_to_the_supervisor(prestarted):
     """A Ctrl-C while the sandbox starts reaches the helper too (same process group): it must
     not die of it, or the run ends as a CA failure (125) instead of an interrupted one (130)."""
+    if prestarted:
+        camint.prestart()
     pid, fd = camint.fork_minter("ctrl-c")
     wanted = [signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP]
     deadline = time.monotonic() + 30
