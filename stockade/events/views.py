@@ -4,7 +4,6 @@ from opening the store): time windows, run status, plain-text tables."""
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import re
 from collections.abc import Sequence
@@ -121,10 +120,6 @@ def proposals_table(items: Sequence[Proposal], now_ms: int) -> str:
         for p in items
     ]
     return table(("ID", "STATUS", "RULE", "DESTINATION", "HITS", "LAST SEEN", "BINARIES"), rows)
-
-
-def dumps_line(data: Any) -> str:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
 def use_colour(stream: Any) -> bool:

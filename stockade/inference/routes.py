@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -366,9 +366,3 @@ def _read_route(r: Reader, node: yaml.Node, where: str) -> Route | None:
         r.error(node, where, exc.message, hint=exc.hint)
         return None
 
-
-def describe_routes(routes: Iterable[Route]) -> list[str]:
-    """One line per route for startup reports; never a key."""
-    return [f"{r.name}: {r.protocol.value} {r.base_url}"
-            + (f" model {r.model}" if r.model else "") + f" key {r.key_source()}"
-            + (" (default)" if r.default else "") for r in routes]

@@ -343,10 +343,6 @@ class _Reader:
         return data
 
     @property
-    def in_head(self) -> bool:
-        return self._state is _State.HEAD
-
-    @property
     def pending_head(self) -> bool:
         """Part of a head has arrived (used to tell an idle connection from a slow client)."""
         return self._state is _State.HEAD and bool(self.buffer)

@@ -252,10 +252,6 @@ class Channel(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    @property
-    def peername(self) -> object:
-        return self.transport.get_extra_info("peername") if self.transport else None
-
 
 async def relay(a: Channel, b: Channel, idle_timeout: float) -> None:
     """Pipe bytes both ways until both directions ended, either side was lost, or idleness.

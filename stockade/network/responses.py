@@ -71,11 +71,6 @@ def bad_request(detail: str, *, status: int = 400, error: str = "bad_request") -
     return ErrorResponse(status, error, detail)
 
 
-def head_too_large(limit: int) -> ErrorResponse:
-    return ErrorResponse(431, "request_header_too_large",
-                         f"the request head exceeds {limit} bytes")
-
-
 def head_timeout(seconds: float) -> ErrorResponse:
     return ErrorResponse(408, "request_timeout",
                          f"no complete request head within {seconds:g} s")
@@ -120,6 +115,3 @@ def dns_failed(host: str, port: int, why: str) -> ErrorResponse:
     return ErrorResponse(502, "dns_failed", f"could not resolve {host}: {why}",
                          {"host": host, "port": port})
 
-
-def service_unavailable(error: str, detail: str) -> ErrorResponse:
-    return ErrorResponse(503, error, detail)

@@ -1,4 +1,4 @@
-"""TLS for the proxy: leaf certificates per terminated host, SSL contexts, ClientHello sniffing.
+"""TLS for the proxy: leaf certificates per terminated host, and the SSL contexts.
 
 Every leaf is signed by the per-sandbox CA (ca.py) and shares one EC P-256 key generated per
 cache: a leaf's key protects nothing the CA key does not, and one key saves a key generation per
@@ -10,7 +10,6 @@ path, so the PEM goes to an anonymous memfd opened through /proc/self/fd and clo
 from __future__ import annotations
 
 import datetime
-import enum
 import ipaddress
 import logging
 import os
@@ -266,47 +265,3 @@ def upstream_context(extra_ca_file: str | None = None) -> ssl.SSLContext:
     context.set_alpn_protocols(ALPN)
     return context
 
-
-# --------------------------------------------------------------------------------------------
-# ClientHello sniffing (sans-IO)
-
-
-class Sniff(enum.Enum):
-    TLS = "tls"
-    NOT_TLS = "not_tls"
-    NEED_MORE = "need_more"
-
-
-MAX_RECORD = 16384 + 2048  # the largest TLSCiphertext a peer may send (RFC 8446 §5.2)
-
-
-def sniff_tls(data: bytes) -> Sniff:
-    """Whether a stream starts with a TLS handshake record (a ClientHello).
-
-    Three bytes decide (0x16, 0x03, minor <= 0x04: SSL 3.0 to TLS 1.3 record versions); bytes
-    that are already there are checked further (record length, handshake type 1), so a verdict
-    never flips from NOT_TLS to TLS as more bytes arrive.
-    """
-    n = len(data)
-    if n == 0:
-        return Sniff.NEED_MORE
-    if data[0] != 0x16:
-        return Sniff.NOT_TLS
-    if n == 1:
-        return Sniff.NEED_MORE
-    if data[1] != 0x03:
-        return Sniff.NOT_TLS
-    if n == 2:
-        return Sniff.NEED_MORE
-    if data[2] > 0x04:
-        return Sniff.NOT_TLS
-    if n >= 5 and not 4 <= (data[3] << 8 | data[4]) <= MAX_RECORD:
-        return Sniff.NOT_TLS
-    if n >= 6 and data[5] != 0x01:
-        return Sniff.NOT_TLS
-    return Sniff.TLS
-
-
-def looks_like_tls(data: bytes) -> bool:
-    """True once `data` is recognisably a ClientHello (False also when more bytes are needed)."""
-    return sniff_tls(data) is Sniff.TLS

@@ -38,7 +38,6 @@ class TlsChannel(Channel):
                                        server_hostname=server_hostname)
         self._handshaken = False
         self._handshake: asyncio.Future[None] = self.loop.create_future()
-        self._cipher_eof = False
         inner.pipe = None
         inner.on_data = self._cipher_received
         inner.on_eof = self._cipher_ended
@@ -83,7 +82,6 @@ class TlsChannel(Channel):
         self._advance()
 
     def _cipher_ended(self) -> None:
-        self._cipher_eof = True
         self._incoming.write_eof()
         if not self._handshake.done():
             self._handshake.set_exception(TlsError("the peer closed during the handshake"))

@@ -356,11 +356,6 @@ class Engine:
         return Match(matched[0], config.endpoint, matched, self.rules[config.rule].key,
                      config.index, l7)
 
-    def check_request(self, decision: Decision, method: str, target: str | bytes,
-                      ) -> RequestDecision:
-        from .l7 import check_request
-        return check_request(decision, method, target)
-
 
 def compile_policy(policy: Policy, *, cache_size: int = DEFAULT_CACHE_SIZE) -> Engine:
     """Build the decision engine for a validated policy (once per policy generation).

@@ -264,10 +264,6 @@ def compile_glob(pattern: str, sep: str = "/") -> Glob:
     return Glob(pattern, sep, tuple(alternatives), False)
 
 
-def has_glob_syntax(text: str) -> bool:
-    return any(c in text for c in "*?[]{}\\")
-
-
 def path_glob(pattern: str) -> Glob:
     """A request-path or binary-path pattern (`/` separates segments)."""
     return compile_glob(pattern, "/")

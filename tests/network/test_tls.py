@@ -21,14 +21,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from stockade.network.ca import CertificateAuthority
+from stockade.network.connect import classify
 from stockade.network.tls import (
     ALPN,
     LEAF_LIFETIME,
     LeafCache,
-    Sniff,
-    looks_like_tls,
     normalize_host,
-    sniff_tls,
     upstream_context,
 )
 
@@ -398,38 +396,13 @@ def test_leaf_cache_offers_the_upstream_context(leaves: LeafCache) -> None:
     assert leaves.upstream_context().check_hostname
 
 
-# --------------------------------------------------------------------------------------------
-# ClientHello sniffing (OpenShell case 73)
-
-
-@pytest.mark.parametrize("data", [b"\x16\x03\x01", b"\x16\x03\x03", b"\x16\x03\x00",
-                                  b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"])
-def test_tls_is_recognised(data: bytes) -> None:
-    assert sniff_tls(data) is Sniff.TLS
-    assert looks_like_tls(data)
-
-
-@pytest.mark.parametrize("data", [b"GET / HTTP/1.1\r\n", b"CONNECT host:443", b"SSH-2.0-x",
-                                  b"\xff\xfe\x00", b"\x17\x03\x03", b"\x16\x03\x05",
-                                  b"\x16\x02\x01", b"\x16\x03\x01\x00\x00",  # empty record
-                                  b"\x16\x03\x01\x02\x00\x02"])  # ServerHello, not ClientHello
-def test_non_tls_is_rejected(data: bytes) -> None:
-    assert sniff_tls(data) is Sniff.NOT_TLS
-    assert not looks_like_tls(data)
-
-
-@pytest.mark.parametrize("data", [b"", b"\x16", b"\x16\x03"])
-def test_too_few_bytes_to_decide(data: bytes) -> None:
-    assert sniff_tls(data) is Sniff.NEED_MORE
-    assert not looks_like_tls(data)
-
-
-def test_a_real_client_hello_is_recognised(ca: CertificateAuthority) -> None:
+def test_a_real_client_hello_is_classified_as_tls(ca: CertificateAuthority) -> None:
+    # The tunnel classifier (connect.classify) decides TLS termination (OpenShell case 73).
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     obj = client_context(ca).wrap_bio(incoming, outgoing, server_hostname="api.example.com")
     with pytest.raises(ssl.SSLWantReadError):
         obj.do_handshake()
     hello = outgoing.read()
-    assert sniff_tls(hello) is Sniff.TLS
+    assert classify(hello) == "tls"
     for n in range(len(hello) + 1):  # a verdict never flips as bytes arrive
-        assert sniff_tls(hello[:n]) in (Sniff.NEED_MORE, Sniff.TLS)
+        assert classify(hello[:n]) in (None, "tls")
