@@ -42,22 +42,7 @@ class CertificateAuthority:
         now = datetime.datetime.now(datetime.timezone.utc)
         public = key.public_key()
         cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(public)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - CLOCK_SKEW)
-            .not_valid_after(now + CA_LIFETIME)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=False, content_commitment=False, key_encipherment=False,
-                    data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                    crl_sign=True, encipher_only=False, decipher_only=False,
-                ),
-                critical=True,
-            )
+            certificate_builder(name, name, public, now - CLOCK_SKEW, now + CA_LIFETIME, ca=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
             .sign(key, hashes.SHA256())
         )
@@ -73,6 +58,32 @@ class CertificateAuthority:
         if system and not system.endswith(b"\n"):
             system += b"\n"
         return system + self.certificate_pem
+
+
+def certificate_builder(subject: x509.Name, issuer: x509.Name,
+                        public_key: ec.EllipticCurvePublicKey, not_before: datetime.datetime,
+                        not_after: datetime.datetime, *, ca: bool) -> x509.CertificateBuilder:
+    """What every certificate stockade issues has in common: a random serial, the validity, and
+    critical basic constraints and key usage, those of a CA (signs certificates and CRLs, no
+    intermediates below it) or of a TLS leaf (signs handshakes only)."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=not ca, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
+                encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+    )
 
 
 def system_bundle() -> bytes:

@@ -49,15 +49,6 @@ InferenceHandler = Callable[[Channel, Actor, str], Awaitable[None]]
 _IDENTITY_CHANGE_CODES = frozenset({"binary_changed", "ancestor_changed"})
 
 
-def default_upstream_context(extra_ca_file: str | None = None) -> ssl.SSLContext:
-    """System roots (plus a private CA), HTTP/1.1 only: what upstream TLS is verified against."""
-    ctx = ssl.create_default_context()
-    if extra_ca_file:
-        ctx.load_verify_locations(cafile=extra_ca_file)
-    ctx.set_alpn_protocols(["http/1.1"])
-    return ctx
-
-
 class _ClientChannel(Channel):
     def __init__(self, server: ProxyServer) -> None:
         super().__init__(server.limits)
@@ -88,7 +79,11 @@ class ProxyServer:
         self.secrets = secrets
         self.recorder: Recorder = recorder if recorder is not None else NullRecorder()
         self.limits = limits
-        self.upstream_tls = upstream_tls if upstream_tls is not None else default_upstream_context()
+        if upstream_tls is None:
+            from .tls import upstream_context  # cryptography: only when no context is given
+
+            upstream_tls = upstream_context()
+        self.upstream_tls = upstream_tls
         self.inference = inference
         self.pipeline = EgressPipeline(policy, resolver or SystemResolver(), limits, self.recorder)
         self.pool = UpstreamPool(limits)

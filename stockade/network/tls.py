@@ -26,13 +26,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .ca import SYSTEM_BUNDLES, CertificateAuthority
+from .ca import CLOCK_SKEW, SYSTEM_BUNDLES, CertificateAuthority, certificate_builder
 
 log = logging.getLogger("stockade.tls")
 
 ALPN = ["http/1.1"]
 LEAF_LIFETIME = datetime.timedelta(days=7)
-CLOCK_SKEW = datetime.timedelta(hours=1)
 REFRESH_MARGIN = datetime.timedelta(days=1)  # rebuild a cached leaf this long before it expires
 MAX_DNS_NAME = 253
 
@@ -155,23 +154,10 @@ class LeafCache:
         subject = x509.Name(
             [x509.NameAttribute(NameOID.COMMON_NAME, name)] if len(name) <= 64 else []
         )
+        not_before = max(now - CLOCK_SKEW, ca_cert.not_valid_before_utc)
         builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(ca_cert.subject)
-            .public_key(self._key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(max(now - CLOCK_SKEW, ca_cert.not_valid_before_utc))
-            .not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True, content_commitment=False, key_encipherment=False,
-                    data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                    crl_sign=False, encipher_only=False, decipher_only=False,
-                ),
-                critical=True,
-            )
+            certificate_builder(subject, ca_cert.subject, self._key.public_key(), not_before,
+                                not_after, ca=False)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             # RFC 5280: the SAN must be critical when the subject is empty.
             .add_extension(x509.SubjectAlternativeName([san]), critical=not len(subject))
