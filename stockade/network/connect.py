@@ -25,14 +25,13 @@ from .l7 import TunnelSession
 from .limits import Limits
 from .pipeline import Caller
 from .relay import Channel, relay
-from .responses import CONNECT_ESTABLISHED, ErrorResponse, ProxyError, denied
-from .target import Authority, parse_connect_target
+from .responses import CONNECT_ESTABLISHED, ErrorResponse, ProxyError, denied, inference_unavailable
+from .target import INFERENCE_HOST, Authority, parse_connect_target
 from .tlschannel import TlsChannel, TlsError
 
 if TYPE_CHECKING:
     from .server import ProxyServer
 
-INFERENCE_HOST = "inference.local"
 _HTTP_START = re.compile(rb"[A-Z]{1,20} ")
 _UPPER = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
@@ -222,9 +221,7 @@ class ConnectHandler:
     async def _inference(self, authority: Authority) -> ErrorResponse | None:
         handler = self.server.inference
         if handler is None:
-            return ErrorResponse(
-                503, "inference_unavailable", "inference.local is not configured for this "
-                "sandbox (no inference routes)", {"host": authority.host, "port": authority.port})
+            return inference_unavailable(authority.host, authority.port)
         leaves = self.server.leaf_cache
         if leaves is None:
             return ErrorResponse(503, "inference_unavailable",

@@ -20,7 +20,8 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 
-from ..events.types import Action, Actor, FindingEvent, Recorder
+from ..events.types import Action, Actor, FindingEvent, HttpEvent, Recorder
+from ..policy.l7 import INVALID_REQUEST, RequestDecision
 from .http1 import (
     Data,
     EndOfMessage,
@@ -37,8 +38,10 @@ from .http1 import (
     end_to_end,
 )
 from .limits import Limits
+from .pipeline import Caller
 from .relay import Channel, relay
-from .responses import ErrorResponse, ProxyError, bad_request, head_timeout
+from .responses import ErrorResponse, ProxyError, bad_request, denied, head_timeout
+from .target import Authority
 
 VIA = "stockade"
 
@@ -442,6 +445,21 @@ def forwarded_fields(request: Request, host: str | None = None) -> list[tuple[st
                         also=frozenset({"host"}))
     fields.insert(0, ("Host", host))
     return fields
+
+
+def request_denied(recorder: Recorder, caller: Caller, authority: Authority,
+                   rd: RequestDecision, shown: str) -> ProxyError:
+    """Record a request the L7 rules refused; the error to answer: 400 for a request that
+    cannot be evaluated, else 403 with the rule and hint."""
+    invalid = rd.reason_code == INVALID_REQUEST
+    recorder.record(HttpEvent(Action.DENIED, rd.method, authority.host, authority.port, shown,
+                              caller.actor, rd.rule, rd.reason, 400 if invalid else 403))
+    if invalid:
+        return ProxyError(bad_request(rd.reason, error="invalid_target"))
+    return ProxyError(denied(
+        error="policy_denied", detail=f"{rd.method} {authority}{shown} denied by L7 policy",
+        host=authority.host, port=authority.port, binary=caller.binary, policy=rd.rule,
+        reason=rd.reason, hint=rd.hint, extra={"rule": f"{rd.method} {shown}"}))
 
 
 def wants_websocket(request: Request) -> bool:

@@ -19,31 +19,28 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..events.types import Action, HttpEvent, NetworkEvent
-from ..policy.l7 import INVALID_REQUEST
 from .exchange import (
     HttpSession,
     Outcome,
     Route,
     TakeOver,
     forwarded_fields,
+    request_denied,
     upstream_head,
     wants_websocket,
 )
 from .http1 import Request
 from .limits import Limits
 from .pipeline import Caller
-from .placeholders import apply_secrets
+from .placeholders import apply_secrets, shown_path
 from .relay import Channel
-from .responses import ProxyError, bad_request, denied, use_connect
-from .target import Authority, is_https, parse_absolute_url
+from .responses import ProxyError, use_connect
+from .target import INFERENCE_HOST, Authority, is_https, parse_absolute_url
 
 if TYPE_CHECKING:
     from .addresses import IPAddress
     from .server import ProxyServer
     from .ssrf import Allowlist
-
-INFERENCE_HOST = "inference.local"
-
 
 class SwitchToConnect(TakeOver):
     """A CONNECT arrived on a kept-alive forward connection: the CONNECT adapter takes over."""
@@ -195,19 +192,17 @@ class ForwardSession(HttpSession):
         path = url.target.split("?", 1)[0]
         label = f"{request.method} {auth}{path}"
         decision = self.pipeline.decide(auth.host, auth.port, caller, "forward", label)
-        secrets = self.server.secrets
         if decision.l7_enabled:
             rd = decision.check_request(request.method, url.target)
             target, method, rule, reason, audit = rd.target, rd.method, rd.rule, rd.reason, rd.audit
-            path = target.split("?", 1)[0]
-            shown = secrets.redact(path) if secrets is not None else path
+            shown = shown_path(self.server.secrets, target)
             if not rd.allowed:
-                self._l7_denied(auth, rd, shown)
+                raise request_denied(self.recorder, caller, auth, rd, shown)
         else:
             # No L7 rules: the path was not part of the decision and goes up as sent.
             target, method, rule, audit = url.target, request.method, decision.rule, False
             reason = "allowed (no L7 rules)"
-            shown = secrets.redact(path) if secrets is not None else path
+            shown = shown_path(self.server.secrets, path)
         target, headers = apply_secrets(self.server, caller, auth.host, auth.port, target,
                                         headers, self.recorder)
         upgrade = wants_websocket(request)
@@ -216,17 +211,6 @@ class ForwardSession(HttpSession):
         self._pending = _Pending(auth, shown, method, rule or decision.rule, reason, audit,
                                  upstream, reused)
         return Route(upstream.channel, head, allow_upgrade=upgrade, via=True)
-
-    def _l7_denied(self, auth: Authority, rd, shown: str) -> None:  # noqa: ANN001
-        status = 400 if rd.reason_code == INVALID_REQUEST else 403
-        self.recorder.record(HttpEvent(Action.DENIED, rd.method, auth.host, auth.port, shown,
-                                       self.actor, rd.rule, rd.reason, status))
-        if status == 400:
-            raise ProxyError(bad_request(rd.reason, error="invalid_target"))
-        raise ProxyError(denied(
-            error="policy_denied", detail=f"{rd.method} {auth}{shown} denied by L7 policy",
-            host=auth.host, port=auth.port, binary=self.caller.binary, policy=rd.rule,
-            reason=rd.reason, hint=rd.hint, extra={"rule": f"{rd.method} {shown}"}))
 
     async def _upstream(self, decision, auth: Authority, label: str) -> tuple[Upstream, bool]:  # noqa: ANN001
         """The attached upstream, a pooled one, or a new dial (SSRF-checked every time)."""

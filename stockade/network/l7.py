@@ -17,20 +17,20 @@ from typing import TYPE_CHECKING
 
 from ..events.types import Action, HttpEvent
 from ..policy.engine import Decision
-from ..policy.l7 import INVALID_REQUEST
-from .placeholders import apply_secrets
 from .exchange import (
     HttpSession,
     Outcome,
     Route,
     forwarded_fields,
+    request_denied,
     upstream_head,
     wants_websocket,
 )
 from .http1 import HttpError, Request
 from .pipeline import Caller
+from .placeholders import apply_secrets, shown_path
 from .relay import Channel
-from .responses import ErrorResponse, ProxyError, bad_request, denied
+from .responses import ErrorResponse, ProxyError, bad_request
 from .target import Authority, check_tunnel_host, parse_absolute_url
 
 if TYPE_CHECKING:
@@ -116,18 +116,9 @@ class TunnelSession(HttpSession):
         decision = self._current_decision()
         rd = decision.check_request(request.method, target)
         host, port = self.authority.host, self.authority.port
-        path = rd.target.split("?", 1)[0]
-        secrets = self.server.secrets
-        shown = secrets.redact(path) if secrets is not None else path
+        shown = shown_path(self.server.secrets, rd.target)
         if not rd.allowed:
-            self.recorder.record(HttpEvent(Action.DENIED, rd.method, host, port, shown, self.actor,
-                                           rd.rule, rd.reason, 400 if rd.reason_code == INVALID_REQUEST else 403))
-            if rd.reason_code == INVALID_REQUEST:
-                raise ProxyError(bad_request(rd.reason, error="invalid_target"))
-            raise ProxyError(denied(
-                error="policy_denied", detail=f"{rd.method} {self.authority}{shown} denied by "
-                "L7 policy", host=host, port=port, binary=self.caller.binary, policy=rd.rule,
-                reason=rd.reason, hint=rd.hint, extra={"rule": f"{rd.method} {shown}"}))
+            raise request_denied(self.recorder, self.caller, self.authority, rd, shown)
         forward_target, headers = apply_secrets(
             self.server, self.caller, host, port, rd.target, forwarded_fields(request),
             self.recorder)

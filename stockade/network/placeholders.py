@@ -20,6 +20,13 @@ if TYPE_CHECKING:
     from .pipeline import Caller
 
 
+def shown_path(secrets: Any, target: str) -> str:
+    """The path of `target` as events and answers show it: without the query, credentials
+    redacted."""
+    path = target.split("?", 1)[0]
+    return secrets.redact(path) if secrets is not None else path
+
+
 def apply_secrets(server: Any, caller: Caller, host: str, port: int, target: str,
                   headers: Headers, recorder: Any) -> tuple[str, Headers]:
     """(target, headers) to forward; raises ProxyError when a placeholder may not go there."""

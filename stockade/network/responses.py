@@ -100,6 +100,11 @@ def denied(
     return ErrorResponse(status, error, detail, fields, headers)
 
 
+def inference_unavailable(host: str, port: int) -> ErrorResponse:
+    return ErrorResponse(503, "inference_unavailable", "inference.local is not configured for "
+                         "this sandbox (no inference routes)", {"host": host, "port": port})
+
+
 def upstream_unreachable(host: str, port: int, why: str) -> ErrorResponse:
     return ErrorResponse(502, "upstream_unreachable", f"connection to {host}:{port} failed: {why}",
                          {"host": host, "port": port})

@@ -34,8 +34,9 @@ from .http1 import encode_request_head
 from .limits import DEFAULT_LIMITS, Limits
 from .pipeline import Caller, EgressPipeline, EngineSource
 from .relay import Channel
-from .responses import ErrorResponse, ProxyError
+from .responses import ErrorResponse, ProxyError, inference_unavailable
 from .ssrf import Resolver, SystemResolver
+from .target import INFERENCE_HOST
 
 log = logging.getLogger("stockade.proxy")
 
@@ -224,9 +225,7 @@ class ProxyServer:
         request = session.reader.current
         handler = self.inference
         if handler is None or request is None:
-            await answer(client, ErrorResponse(
-                503, "inference_unavailable", "inference.local is not configured for this "
-                "sandbox (no inference routes)", {"host": "inference.local", "port": 80}))
+            await answer(client, inference_unavailable(INFERENCE_HOST, 80))
             return
         # Give the handler the connection positioned at the start of this request.
         head = encode_request_head(request.method, request.target, request.headers)

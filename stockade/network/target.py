@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from .http1 import Headers, HttpError
 
+# A reserved name: the proxy hands its requests to the inference router (DESIGN.md §1).
+INFERENCE_HOST = "inference.local"
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-._")
 
 
