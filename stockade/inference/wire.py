@@ -13,16 +13,8 @@ import contextlib
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from ..network.http1 import (
-    Data,
-    EndOfMessage,
-    HttpError,
-    Request,
-    RequestReader,
-    Signal,
-    encode_chunk,
-    encode_response_head,
-)
+from ..network.http1 import Data, EndOfMessage, RequestReader, Signal, encode_chunk
+from ..network.httphead import HttpError, Request, encode_response_head
 from ..network.limits import Limits
 from .errors import reason_phrase
 

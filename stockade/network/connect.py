@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from ..events.types import Action, NetworkEvent
 from ..policy.model import Tls
 from .addresses import IPAddress
-from .http1 import HttpError, Request
+from .httphead import HttpError, Request
 from .l7 import TunnelSession
 from .limits import Limits
 from .pipeline import Caller

@@ -25,14 +25,16 @@ from ..policy.l7 import INVALID_REQUEST, RequestDecision
 from .http1 import (
     Data,
     EndOfMessage,
-    HttpError,
-    Request,
     RequestReader,
-    Response,
     ResponseReader,
     Signal,
     encode_chunk,
     encode_last_chunk,
+)
+from .httphead import (
+    HttpError,
+    Request,
+    Response,
     encode_request_head,
     encode_response_head,
     end_to_end,

@@ -29,7 +29,7 @@ from .exchange import (
     upstream_head,
     wants_websocket,
 )
-from .http1 import Request
+from .httphead import Request
 from .limits import Limits
 from .pipeline import Caller
 from .placeholders import apply_secrets, shown_path

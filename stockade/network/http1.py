@@ -1,16 +1,12 @@
 """Sans-IO HTTP/1.1 message framing for the proxy: bytes in, heads and body pieces out.
 
-Heads are parsed by llhttp (through httptools) in strict mode: bare LF, obs-fold, whitespace
-before a colon, invalid tokens, CL+TE, duplicate or non-numeric Content-Length and unknown
-versions are errors, never "repaired". Body framing (Content-Length counting, chunked decoding)
+The heads are parsed by httphead.py; body framing (Content-Length counting, chunked decoding)
 is done here so that a message boundary is always known exactly: every request of a kept-alive
 or pipelined stream comes out on its own and is decided on its own (OpenShell forwards the bytes
 after the first forward-proxy request unchecked, network.md Appendix A.7).
 
 Bodies are re-framed on the way out (`encode_chunk`, `encode_last_chunk`): what the next hop
 receives is canonical, so a parsing difference between us and it cannot smuggle a request.
-Header names and values are kept as `str` decoded as latin-1 (a lossless view of the bytes);
-values that are not valid UTF-8 are rejected.
 """
 
 from __future__ import annotations
@@ -18,76 +14,19 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-import httptools
-
+from .httphead import (
+    Headers,
+    HttpError,
+    Request,
+    Response,
+    ParserSlot,
+    parse_request_head,
+    parse_response_head,
+)
 from .limits import Limits
 
-Headers = list[tuple[str, str]]
-
-# Headers that describe one hop (RFC 9110 §7.6.1) plus the de-facto proxy ones; never forwarded.
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-connection", "proxy-authorization",
-    "proxy-authenticate", "te", "transfer-encoding", "upgrade",
-})
 _TOKEN_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _HEX = frozenset(b"0123456789abcdefABCDEF")
-
-
-class HttpError(Exception):
-    """A message that cannot be handled; `status` is what a client would be answered."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-
-
-def _header(headers: Headers, name: str) -> str | None:
-    for key, value in headers:
-        if key.lower() == name:
-            return value
-    return None
-
-
-@dataclass(slots=True)
-class Request:
-    method: str
-    target: str
-    version: str  # "1.0" | "1.1"
-    headers: Headers
-    content_length: int | None = None
-    chunked: bool = False
-    keep_alive: bool = True
-    connection: frozenset[str] = frozenset()  # tokens of the Connection field(s)
-    upgrade: str | None = None  # the Upgrade value when Connection also names "upgrade"
-    head_size: int = 0
-    names: list[str] = field(default_factory=list)  # lower-cased names, parallel to headers
-
-    def get(self, name: str) -> str | None:
-        return _header(self.headers, name)
-
-    @property
-    def has_body(self) -> bool:
-        return self.chunked or bool(self.content_length)
-
-
-@dataclass(slots=True)
-class Response:
-    status: int
-    reason: str
-    version: str
-    headers: Headers
-    content_length: int | None = None
-    chunked: bool = False
-    close_delimited: bool = False  # the body runs until the upstream closes
-    bodiless: bool = False  # HEAD, 1xx, 204, 304
-    keep_alive: bool = True
-    connection: frozenset[str] = frozenset()
-    head_size: int = 0
-    names: list[str] = field(default_factory=list)
-
-    def get(self, name: str) -> str | None:
-        return _header(self.headers, name)
 
 
 @dataclass(slots=True)
@@ -107,200 +46,6 @@ class Signal(enum.Enum):
 
 
 Event = Request | Response | Data | EndOfMessage | Signal
-
-
-# -- head parsing (llhttp) ---------------------------------------------------------------
-
-class _Collector:
-    __slots__ = ("url", "reason", "headers", "done")
-
-    def __init__(self) -> None:
-        self.url = b""
-        self.reason = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.done = False
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-
-    def on_status(self, reason: bytes) -> None:
-        self.reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        self.done = True
-
-
-_FRAMING = frozenset({b"transfer-encoding", b"content-length", b"connection", b"upgrade"})
-
-
-@dataclass(slots=True)
-class _Fields:
-    headers: Headers
-    names: list[str]  # the field names lower-cased, parallel to headers
-    te: list[str]  # Transfer-Encoding codings, lower-cased, in order
-    te_seen: bool
-    cl: list[str]  # Content-Length values
-    connection: list[str]  # Connection tokens, lower-cased
-    upgrade: str | None
-
-
-def _tokens_of(value: str) -> list[str]:
-    return [t.strip().lower() for t in value.split(",") if t.strip()]
-
-
-def _scan(raw: list[tuple[bytes, bytes]], limits: Limits) -> _Fields:
-    """Decode the fields and pick out the framing ones, in one pass over the head."""
-    if len(raw) > limits.max_header_count:
-        raise HttpError(431, f"more than {limits.max_header_count} header fields")
-    f = _Fields([], [], [], False, [], [], None)
-    headers, names = f.headers, f.names
-    for name, value in raw:
-        if not value.isascii():
-            try:
-                value.decode("utf-8")
-            except UnicodeDecodeError:
-                raise HttpError(400, f"header {name.decode('latin-1')} is not valid UTF-8") from None
-        text = value.decode("latin-1")
-        headers.append((name.decode("latin-1"), text))
-        lower = name.lower()
-        names.append(lower.decode("latin-1"))
-        if lower in _FRAMING:
-            if lower == b"transfer-encoding":
-                f.te_seen = True
-                f.te += _tokens_of(text)
-            elif lower == b"content-length":
-                f.cl.append(text)
-            elif lower == b"connection":
-                f.connection += _tokens_of(text)
-            elif f.upgrade is None:
-                f.upgrade = text
-    return f
-
-
-def _transfer_coding(f: _Fields, version: str, *, request: bool) -> bool | None:
-    """True for a chunked body, None without Transfer-Encoding; raises on anything else."""
-    codings = f.te
-    if not codings:
-        if f.te_seen:
-            raise HttpError(400, "empty Transfer-Encoding")
-        return None
-    if version == "1.0":
-        raise HttpError(400, "Transfer-Encoding in an HTTP/1.0 message")
-    if codings.count("chunked") > 1 or ("chunked" in codings and codings[-1] != "chunked"):
-        raise HttpError(400, "chunked must be the last and only once in Transfer-Encoding")
-    if codings[-1] != "chunked":
-        if request:
-            raise HttpError(400, "request Transfer-Encoding does not end with chunked")
-        return False  # a response body then runs until close (RFC 9112 §6.3)
-    return True
-
-
-def _content_length(f: _Fields) -> int | None:
-    values = f.cl
-    if not values:
-        return None
-    # llhttp already rejects duplicates and non-digits; this keeps the rule local and explicit.
-    if len(values) > 1 or not values[0].isdigit() or not values[0].isascii() or len(values[0]) > 18:
-        raise HttpError(400, "invalid or repeated Content-Length")
-    return int(values[0])
-
-
-def _is_pause(exc: Exception) -> bool:
-    return str(exc).startswith("Pause on")
-
-
-class _ParserSlot:
-    """A request parser kept between bodiless requests (llhttp is then ready for the next
-    message), saving its construction on the hot path; dropped after anything else."""
-
-    __slots__ = ("collector", "parser")
-
-    def __init__(self) -> None:
-        self.collector = _Collector()
-        self.parser = httptools.HttpRequestParser(self.collector)
-
-
-def parse_request_head(head: bytes, limits: Limits, slot: _ParserSlot | None = None) -> Request:
-    """Parse one complete request head (ending in CRLF CRLF)."""
-    if slot is None:
-        slot = _ParserSlot()
-    c, parser = slot.collector, slot.parser
-    c.url, c.headers, c.done = b"", [], False
-    try:
-        parser.feed_data(head)
-    except httptools.HttpParserUpgrade:
-        pass  # CONNECT or an Upgrade request: only the head was fed, nothing is lost
-    except httptools.HttpParserError as exc:
-        if not (c.done and _is_pause(exc)):
-            raise HttpError(400, f"malformed request head: {exc}") from None
-    if not c.done:
-        raise HttpError(400, "malformed request head")
-    version = parser.get_http_version()
-    if version not in ("1.1", "1.0"):
-        raise HttpError(505 if version.startswith(("2", "3")) else 400,
-                        f"HTTP/{version} is not supported by this proxy (HTTP/1.x only)")
-    if len(c.url) > limits.max_target_size:
-        raise HttpError(414, f"request-target longer than {limits.max_target_size} bytes")
-    f = _scan(c.headers, limits)
-    headers = f.headers
-    chunked = _transfer_coding(f, version, request=True)
-    length = _content_length(f)
-    if chunked and length is not None:
-        raise HttpError(400, "both Transfer-Encoding and Content-Length")
-    connection = frozenset(f.connection)
-    keep_alive = ("close" not in connection) if version == "1.1" else ("keep-alive" in connection)
-    upgrade = f.upgrade if "upgrade" in connection else None
-    return Request(
-        method=parser.get_method().decode("ascii"), target=c.url.decode("latin-1"),
-        version=version, headers=headers, content_length=length, chunked=bool(chunked),
-        keep_alive=keep_alive, connection=connection, upgrade=upgrade or None,
-        head_size=len(head), names=f.names,
-    )
-
-
-def parse_response_head(head: bytes, limits: Limits, request_method: str) -> Response:
-    c = _Collector()
-    parser = httptools.HttpResponseParser(c)
-    try:
-        parser.feed_data(head)
-    except httptools.HttpParserUpgrade:
-        pass  # a 101: the caller switches protocols
-    except httptools.HttpParserError as exc:
-        # llhttp pauses after any 101 head, also one without `Connection: upgrade`; the head
-        # itself is complete and valid then, and the caller decides what a 101 means.
-        if not (c.done and _is_pause(exc)):
-            raise HttpError(502, f"malformed response head from upstream: {exc}") from None
-    if not c.done:
-        raise HttpError(502, "malformed response head from upstream")
-    version = parser.get_http_version()
-    if version not in ("1.1", "1.0"):
-        raise HttpError(502, f"upstream answered HTTP/{version}")
-    status = parser.get_status_code()
-    try:
-        f = _scan(c.headers, limits)
-        chunked = _transfer_coding(f, version, request=False)
-        length = _content_length(f)
-    except HttpError as exc:
-        raise HttpError(502, f"upstream response: {exc.detail}") from None
-    headers = f.headers
-    if chunked is not None and length is not None:
-        raise HttpError(502, "upstream response has both Transfer-Encoding and Content-Length")
-    connection = frozenset(f.connection)
-    keep_alive = ("close" not in connection) if version == "1.1" else ("keep-alive" in connection)
-    bodiless = status < 200 or status in (204, 304) or request_method == "HEAD"
-    close_delimited = not bodiless and (chunked is False or (chunked is None and length is None))
-    if close_delimited:
-        keep_alive = False
-        length = None
-    return Response(
-        status=status, reason=c.reason.decode("latin-1"), version=version, headers=headers,
-        content_length=None if bodiless else length, chunked=bool(chunked) and not bodiless,
-        close_delimited=close_delimited, bodiless=bodiless, keep_alive=keep_alive,
-        connection=connection, head_size=len(head), names=f.names,
-    )
 
 
 # -- streaming readers -------------------------------------------------------------------
@@ -498,7 +243,7 @@ class RequestReader(_Reader):
     def __init__(self, limits: Limits) -> None:
         super().__init__(limits)
         self.current: Request | None = None
-        self._slot: _ParserSlot | None = None
+        self._slot: ParserSlot | None = None
 
     def next_event(self) -> Event:
         state = self._state
@@ -513,7 +258,7 @@ class RequestReader(_Reader):
                         raise HttpError(400, "connection closed inside a request head")
                     return Signal.CLOSED
                 return Signal.NEED_DATA
-            slot = self._slot or _ParserSlot()
+            slot = self._slot or ParserSlot()
             self._slot = None  # kept only if llhttp ended this message at the head
             request = parse_request_head(head, self.limits, slot)
             if not (request.has_body or request.upgrade or request.method == "CONNECT"):
@@ -584,20 +329,7 @@ class ResponseReader(_Reader):
             self._state = _State.DONE
         return event
 
-
-# -- writing -----------------------------------------------------------------------------
-
-def encode_request_head(method: str, target: str, headers: Headers) -> bytes:
-    lines = [f"{method} {target} HTTP/1.1"]
-    lines += [f"{k}: {v}" for k, v in headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-def encode_response_head(status: int, reason: str, headers: Headers, version: str = "1.1") -> bytes:
-    lines = [f"HTTP/{version} {status} {reason}"]
-    lines += [f"{k}: {v}" for k, v in headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
+# -- writing -------------------------------------------------------------------------
 
 def encode_chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
@@ -607,15 +339,3 @@ def encode_last_chunk(trailers: Headers) -> bytes:
     if not trailers:
         return b"0\r\n\r\n"
     return ("0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in trailers) + "\r\n").encode("latin-1")
-
-
-def end_to_end(headers: Headers, connection: frozenset[str],
-               names: list[str] | None = None, *, also: frozenset[str] = frozenset()) -> Headers:
-    """`headers` without hop-by-hop fields, the fields Connection names, and `also`.
-    `names` are the lower-cased names when the parser already computed them."""
-    drop = HOP_BY_HOP
-    if connection or also:
-        drop = drop | connection | also
-    if names is None or len(names) != len(headers):
-        return [(k, v) for k, v in headers if k.lower() not in drop]
-    return [h for h, n in zip(headers, names) if n not in drop]

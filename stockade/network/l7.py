@@ -26,7 +26,7 @@ from .exchange import (
     upstream_head,
     wants_websocket,
 )
-from .http1 import HttpError, Request
+from .httphead import HttpError, Request
 from .pipeline import Caller
 from .placeholders import apply_secrets, shown_path
 from .relay import Channel

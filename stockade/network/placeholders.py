@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..events.types import FindingEvent
 from .credentials import CredentialError
-from .http1 import Headers
+from .httphead import Headers
 from .responses import ProxyError, denied
 
 if TYPE_CHECKING:

@@ -30,7 +30,7 @@ from ..events.types import Action, Actor, FindingEvent, NetworkEvent, NullRecord
 from .connect import ConnectHandler, RawTunnel
 from .exchange import answer
 from .forward import HandOver, ForwardSession, SwitchToConnect, UpstreamPool
-from .http1 import encode_request_head
+from .httphead import encode_request_head
 from .limits import DEFAULT_LIMITS, Limits
 from .pipeline import Caller, EgressPipeline, EngineSource
 from .relay import Channel

@@ -12,7 +12,7 @@ import functools
 import ipaddress
 from dataclasses import dataclass
 
-from .http1 import Headers, HttpError
+from .httphead import Headers, HttpError
 
 # A reserved name: the proxy hands its requests to the inference router (DESIGN.md §1).
 INFERENCE_HOST = "inference.local"

@@ -7,16 +7,13 @@ import pytest
 from stockade.network.http1 import (
     Data,
     EndOfMessage,
-    HttpError,
-    Request,
     RequestReader,
-    Response,
     ResponseReader,
     Signal,
     encode_chunk,
     encode_last_chunk,
-    end_to_end,
 )
+from stockade.network.httphead import HttpError, Request, Response, end_to_end
 from stockade.network.limits import Limits
 
 LIMITS = Limits()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stockade.network.http1 import HttpError
+from stockade.network.httphead import HttpError
 from stockade.network.target import (
     Authority,
     check_tunnel_host,
@@ -73,7 +73,7 @@ def test_bad_absolute_urls(url):
 
 def test_forward_host_is_rewritten_to_the_url_authority():
     from stockade.network.exchange import forwarded_fields
-    from stockade.network.http1 import parse_request_head
+    from stockade.network.httphead import parse_request_head
     from stockade.network.limits import Limits
 
     def fields(raw: bytes, host: str):
