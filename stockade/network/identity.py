@@ -18,44 +18,27 @@ from).
 from __future__ import annotations
 
 import errno
-import hashlib
-import ipaddress
 import os
 import socket
-import struct
-import sys
-import threading
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-HASH_CHUNK = 64 * 1024
+from .procfs import (
+    IdentityError,
+    argv_paths,
+    find_socket_inode,
+    parse_ppid,
+    strip_deleted,
+    tcp_lookup_keys,
+)
+from .sockdiag import SockDiag, open_diag_socket
+from .tofu import BinaryHasher
+
 MAX_ANCESTORS = 64
 MAX_CMDLINE = 64 * 1024
-DELETED_SUFFIX = " (deleted)"
-
-# Client-side TCP states in which the client still owns a live connection to us: ESTABLISHED,
-# and FIN_WAIT1/2 for a client that half-closed after sending its request (`nc -N`, shutdown()).
-_LIVE_STATES = frozenset({b"01", b"04", b"05"})
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _O_FILE = os.O_RDONLY | os.O_CLOEXEC
 # errnos that mean "this process is gone" (the pid dir fd is stale, or the pid vanished).
 _GONE = frozenset({errno.ENOENT, errno.ESRCH})
-
-Fingerprint = tuple[int, int, int, int, int]  # size, mtime ns, ctime ns, dev, ino
-
-
-class IdentityError(Exception):
-    """Why a connection could not be attributed to a binary; every code means deny.
-
-    Codes: bad_address, no_socket, no_owner, ambiguous_owner, proc_unreadable, exe_unreadable,
-    binary_changed, binary_unstable, ancestor_changed, outside_root.
-    """
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -72,288 +55,6 @@ class Identity:
     holders: tuple[int, ...] = ()  # every pid holding the socket (all with the same binary)
     inode: int = 0
     deleted: bool = False  # the owner runs an executable that was unlinked since exec
-
-
-# --------------------------------------------------------------------------------------------
-# Hashing (TOFU)
-
-
-def sha256_fd(fd: int) -> str:
-    """SHA-256 (hex) of an open file, read from offset 0 in 64 KiB chunks."""
-    digest = hashlib.sha256()
-    buf = bytearray(HASH_CHUNK)
-    view = memoryview(buf)
-    offset = 0
-    while True:
-        n = os.preadv(fd, [buf], offset)
-        if n == 0:
-            return digest.hexdigest()
-        digest.update(view[:n])
-        offset += n
-
-
-def fingerprint(st: os.stat_result) -> Fingerprint:
-    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_dev, st.st_ino)
-
-
-@dataclass
-class _Entry:
-    sha256: str  # the hash trusted on first use; never replaced
-    good: deque[Fingerprint] = field(default_factory=lambda: deque(maxlen=8))
-    bad: deque[Fingerprint] = field(default_factory=lambda: deque(maxlen=8))
-
-
-class BinaryHasher:
-    """Trust-on-first-use hashes per executable path, shared by the whole sandbox.
-
-    The first hash seen for a path is trusted; afterwards a file whose content hashes differently
-    is refused (`binary_changed`) and the entry is kept, so the path stays denied until its old
-    content is restored. Metadata fingerprints (size, mtime, ctime, dev, ino: ctime cannot be
-    forged by a process) avoid rehashing unchanged files; several good fingerprints are kept per
-    path because an old process can keep running a replaced, identical binary. Known-bad
-    fingerprints are remembered too, so a refused 100 MB binary is not rehashed on every connect.
-    Thread-safe: the proxy resolves identities in a thread pool.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._entries: dict[str, _Entry] = {}
-        self._path_locks: dict[str, threading.Lock] = {}
-        self.hash_count = 0  # files hashed so far (statistics, tests)
-
-    def verify(self, path: str, open_exe: Callable[[], int]) -> str:
-        """Hash of the file `open_exe()` opens (the fd is closed here), checked against `path`."""
-        try:
-            fd = open_exe()
-        except OSError as exc:
-            raise IdentityError("exe_unreadable", f"cannot open {path}: {exc.strerror}") from exc
-        try:
-            return self.verify_fd(path, fd)
-        finally:
-            os.close(fd)
-
-    def verify_fd(self, path: str, fd: int) -> str:
-        fp = fingerprint(os.fstat(fd))
-        cached = self._lookup(path, fp)
-        if cached is not None:
-            return cached
-        with self._path_lock(path):  # one hash per path at a time, even with many connects
-            cached = self._lookup(path, fp)
-            if cached is not None:
-                return cached
-            digest = sha256_fd(fd)
-            with self._lock:
-                self.hash_count += 1
-            if fingerprint(os.fstat(fd)) != fp:
-                raise IdentityError("binary_unstable", f"{path} changed while it was hashed")
-            with self._lock:
-                entry = self._entries.get(path)
-                if entry is None:
-                    entry = self._entries[path] = _Entry(digest)
-                if entry.sha256 == digest:
-                    entry.good.append(fp)
-                    return digest
-                entry.bad.append(fp)
-                trusted = entry.sha256
-        raise IdentityError("binary_changed", f"binary integrity violation: {path} hash changed "
-                            f"(trusted {trusted}, now {digest})")
-
-    def trusted(self, path: str) -> str | None:
-        """The hash trusted for `path`, if it has been seen."""
-        with self._lock:
-            entry = self._entries.get(path)
-            return entry.sha256 if entry else None
-
-    def _lookup(self, path: str, fp: Fingerprint) -> str | None:
-        with self._lock:
-            entry = self._entries.get(path)
-            if entry is None or fp not in entry.bad:
-                return entry.sha256 if entry is not None and fp in entry.good else None
-        raise IdentityError("binary_changed", f"binary integrity violation: {path} differs "
-                            f"from trusted {entry.sha256}")
-
-    def _path_lock(self, path: str) -> threading.Lock:
-        with self._lock:
-            return self._path_locks.setdefault(path, threading.Lock())
-
-
-# --------------------------------------------------------------------------------------------
-# Sans-IO procfs parsing
-
-
-def tcp_address_hex(host: str, port: int) -> str:
-    """`/proc/net/tcp{,6}` spelling of an address: 32-bit words in host byte order, port BE."""
-    packed = ipaddress.ip_address(host).packed
-    words = "".join(
-        f"{int.from_bytes(packed[i:i + 4], sys.byteorder):08X}" for i in range(0, len(packed), 4)
-    )
-    return f"{words}:{port:04X}"
-
-
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-def connection_pair(client: tuple[str, int], server: tuple[str, int]) -> tuple[Address, Address]:
-    """Both ends as IPv4 (IPv4-mapped IPv6 unwrapped) or both as IPv6; else bad_address."""
-    try:
-        c = ipaddress.ip_address(client[0].split("%", 1)[0])
-        s = ipaddress.ip_address(server[0].split("%", 1)[0])
-    except ValueError as exc:
-        raise IdentityError("bad_address", f"not an IP address: {exc}") from exc
-    c = c.ipv4_mapped or c if c.version == 6 else c
-    s = s.ipv4_mapped or s if s.version == 6 else s
-    if c.version != s.version:
-        raise IdentityError("bad_address", f"{client[0]} and {server[0]} are not one connection")
-    return c, s
-
-
-def tcp_lookup_keys(
-    client: tuple[str, int], server: tuple[str, int]
-) -> list[tuple[str, str, str]]:
-    """(table, local, remote) rows that could hold the *client's* end of the connection.
-
-    The client's socket has the client address as local and the listener as remote. An IPv4
-    connection appears in `tcp` if the client used an AF_INET socket, or in `tcp6` with
-    IPv4-mapped addresses if it used AF_INET6; either end may be reported to us in either form.
-    """
-    c, s = connection_pair(client, server)
-    cp, sp = client[1], server[1]
-    if c.version == 4:
-        return [
-            ("tcp", tcp_address_hex(str(c), cp), tcp_address_hex(str(s), sp)),
-            ("tcp6", tcp_address_hex(f"::ffff:{c}", cp), tcp_address_hex(f"::ffff:{s}", sp)),
-        ]
-    return [("tcp6", tcp_address_hex(str(c), cp), tcp_address_hex(str(s), sp))]
-
-
-def find_socket_inode(table: bytes, local: str, remote: str) -> int | None:
-    """Inode of the live row with exactly this local and remote address, if any."""
-    needle = f": {local} {remote} ".encode()
-    start = table.find(needle)
-    while start >= 0:
-        end = table.find(b"\n", start)
-        fields = table[start:end if end >= 0 else len(table)].split()
-        # fields: ":", local, remote, st, tx:rx, tr:when, retrnsmt, uid, timeout, inode, ...
-        if len(fields) > 9 and fields[3] in _LIVE_STATES and fields[9].isdigit():
-            inode = int(fields[9])
-            if inode:
-                return inode
-        start = table.find(needle, start + 1)
-    return None
-
-
-def parse_ppid(status: bytes) -> int:
-    marker = status.find(b"\nPPid:")
-    if marker < 0:
-        raise ValueError("no PPid line")
-    end = status.find(b"\n", marker + 1)
-    return int(status[marker + 6:end if end >= 0 else None])
-
-
-def argv_paths(cmdline: bytes) -> list[str]:
-    return [
-        arg.decode(errors="replace") for arg in cmdline.split(b"\0") if arg.startswith(b"/")
-    ]
-
-
-def strip_deleted(link: str, unlinked: bool) -> tuple[str, bool]:
-    """Strip the kernel's " (deleted)" mark, but only when the file really has no links left:
-    a file literally named "curl (deleted)" must not pass for "curl"."""
-    if unlinked and link.endswith(DELETED_SUFFIX):
-        return link[: -len(DELETED_SUFFIX)], True
-    return link, False
-
-
-# --------------------------------------------------------------------------------------------
-# sock_diag: an O(1) lookup of one socket by its 4-tuple
-#
-# Reading /proc/<pid>/net/tcp walks the whole TCP hash table, which a network namespace shares
-# with the host unless net.ipv4.tcp_child_ehash_entries was set: 262144 buckets here, ~5 ms per
-# read() and two reads per file. A NETLINK_SOCK_DIAG request for one exact 4-tuple is a single
-# hash lookup (~20 us). It is unprivileged, but answers only for the network namespace the
-# netlink socket was created in: the launcher creates it inside the sandbox (open_diag_socket)
-# and hands it over with the listener, exactly like the listener itself.
-
-NETLINK_SOCK_DIAG = 4
-SOCK_DIAG_BY_FAMILY = 20
-_NLMSG_ERROR = 2
-_NLM_F_REQUEST = 1
-_INET_DIAG_NOCOOKIE = 0xFFFFFFFF
-_NLMSGHDR = struct.Struct("=IHHII")
-# inet_diag_req_v2: family, protocol, ext, pad, states; inet_diag_sockid: sport, dport (BE),
-# src[16], dst[16], if, cookie[2]
-_DIAG_REQ = struct.Struct("=BBBxIHH16s16sIII")
-# inet_diag_msg: family, state, timer, retrans, sockid (48 bytes), expires, rqueue, wqueue, uid,
-# inode
-_DIAG_MSG = struct.Struct("=BBBB48xIIIII")
-_LIVE_STATE_CODES = frozenset({1, 4, 5})  # ESTABLISHED, FIN_WAIT1, FIN_WAIT2
-
-
-def open_diag_socket() -> socket.socket:
-    """A sock_diag socket for the network namespace of the calling process (create it inside)."""
-    return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
-                         NETLINK_SOCK_DIAG)
-
-
-def diag_request(seq: int, client: tuple[str, int], server: tuple[str, int]) -> bytes:
-    """SOCK_DIAG_BY_FAMILY for the socket whose local end is `client` and remote is `server`.
-    An IPv4 lookup also finds AF_INET6 sockets that use IPv4-mapped addresses."""
-    c, s = connection_pair(client, server)
-    family = socket.AF_INET if c.version == 4 else socket.AF_INET6
-    src, dst = c.packed.ljust(16, b"\0"), s.packed.ljust(16, b"\0")
-    body = _DIAG_REQ.pack(family, socket.IPPROTO_TCP, 0, 0xFFFFFFFF, socket.htons(client[1]),
-                          socket.htons(server[1]), src, dst, 0, _INET_DIAG_NOCOOKIE,
-                          _INET_DIAG_NOCOOKIE)
-    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST,
-                          seq, 0) + body
-
-
-def diag_reply(data: bytes, seq: int) -> tuple[int, int] | None | bool:
-    """(state, inode) from a reply to `seq`; None when the socket does not exist; False when the
-    datagram answers another request (a late reply to a timed-out one)."""
-    length, kind, _flags, rseq, _pid = _NLMSGHDR.unpack_from(data)
-    if rseq != seq:
-        return False
-    if kind == _NLMSG_ERROR:
-        (code,) = struct.unpack_from("=i", data, _NLMSGHDR.size)
-        if code in (-errno.ENOENT, 0):
-            return None
-        raise IdentityError("proc_unreadable", f"sock_diag: {os.strerror(-code)}")
-    if kind != SOCK_DIAG_BY_FAMILY or length < _NLMSGHDR.size + _DIAG_MSG.size:
-        raise IdentityError("proc_unreadable", f"sock_diag: unexpected reply type {kind}")
-    _fam, state, _t, _r, _exp, _rq, _wq, _uid, inode = _DIAG_MSG.unpack_from(data, _NLMSGHDR.size)
-    return state, inode
-
-
-class SockDiag:
-    """A thread-safe exact-socket lookup over one sock_diag socket (one network namespace)."""
-
-    def __init__(self, sock: socket.socket, timeout: float = 2.0) -> None:
-        self._sock = sock
-        self._sock.settimeout(timeout)
-        self._lock = threading.Lock()
-        self._seq = 0
-
-    def inode(self, client: tuple[str, int], server: tuple[str, int]) -> int | None:
-        with self._lock:
-            self._seq = (self._seq + 1) & 0xFFFFFFFF
-            seq = self._seq
-            try:
-                self._sock.send(diag_request(seq, client, server))
-                while True:
-                    reply = diag_reply(self._sock.recv(65536), seq)
-                    if reply is not False:
-                        break
-            except OSError as exc:
-                raise IdentityError("proc_unreadable", f"sock_diag: {exc}") from exc
-        if reply is None:
-            return None
-        state, inode = reply  # type: ignore[misc]
-        return inode if state in _LIVE_STATE_CODES and inode else None
-
-
-# --------------------------------------------------------------------------------------------
-# The resolver (procfs I/O)
 
 
 def _read(name: str, dir_fd: int, limit: int = 1 << 24) -> bytes:

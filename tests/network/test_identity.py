@@ -16,19 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from stockade.network.identity import (
-    BinaryHasher,
+from stockade.network.identity import IdentityResolver
+from stockade.network.procfs import (
     IdentityError,
-    IdentityResolver,
     argv_paths,
     find_socket_inode,
-    open_diag_socket,
     parse_ppid,
-    sha256_fd,
     strip_deleted,
     tcp_address_hex,
     tcp_lookup_keys,
 )
+from stockade.network.sockdiag import open_diag_socket
+from stockade.network.tofu import BinaryHasher, sha256_fd
 
 PYTHON = os.readlink("/proc/self/exe")  # the test interpreter, as the kernel names it
 SH = os.path.realpath(shutil.which("sh") or "/bin/sh")

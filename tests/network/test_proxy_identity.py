@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from stockade.network.identity import IdentityResolver
 from stockade.network.limits import Limits
+from stockade.network.tofu import BinaryHasher
 
 from .support.harness import MapResolver, Net, net, start_proxy  # noqa: F401
 from .support.origins import Origin
 
-identity = pytest.importorskip("stockade.network.identity")
 pytestmark = [
     pytest.mark.netns,
     pytest.mark.skipif(shutil.which("curl") is None or not os.path.exists("/usr/bin/python3"),
@@ -30,7 +31,7 @@ PROXY_PORT = 41311
 
 def run_clients(testnet, net: Net, policy_for, commands: list[str], hasher=None):
     """Run each shell command as the identity root, through one in-process proxy."""
-    hasher = hasher or identity.BinaryHasher()
+    hasher = hasher or BinaryHasher()
     results = []
 
     async def main():
@@ -47,7 +48,7 @@ def run_clients(testnet, net: Net, policy_for, commands: list[str], hasher=None)
                 # The shell waits for the go line, so the resolver is rooted at it first.
                 p = testnet.spawn(["sh", "-c", f"read go; {script}"], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                proxy.server.identity = identity.IdentityResolver(proc_fd, root_pid=p.pid,
+                proxy.server.identity = IdentityResolver(proc_fd, root_pid=p.pid,
                                                                   hasher=hasher)
                 out, err = await loop.run_in_executor(None, lambda: p.communicate("go\n", 30))
                 results.append((p.returncode, out, err))
@@ -97,7 +98,7 @@ def test_a_replaced_binary_is_refused(testnet, net: Net, tmp_path: Path):
     shutil.copy2("/usr/bin/curl", tool)
     tmp_path.chmod(0o755)
     command = CURL.replace("curl ", f"{tool} ", 1)
-    hasher = identity.BinaryHasher()
+    hasher = BinaryHasher()
     (rc, out, _), = run_clients(testnet, net, allow(str(tool)), [command], hasher)
     assert out.rsplit("\n", 1)[1] == "200"
     with open(tool, "ab") as f:  # same path, different content
