@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 
@@ -14,7 +15,16 @@ from stockade.events.types import Action, FindingEvent, HttpEvent, NetworkEvent
 from stockade.network.connect import classify
 from stockade.network.limits import Limits
 
-from .support.harness import MapResolver, Net, SequenceResolver, engine_for, net, start_proxy  # noqa: F401
+from .support.harness import (  # noqa: F401
+    MapResolver,
+    Net,
+    Scene,
+    SequenceResolver,
+    engine_for,
+    net,
+    scene,
+    start_proxy,
+)
 from .support.origins import Origin, RawServer, read_head, tcp_echo
 from .support.wire import Wire, get
 
@@ -41,9 +51,16 @@ def policy(host: str, port: int, ips: str, extra: str = "") -> str:
 
 
 async def connect(proxy, authority: str) -> tuple[Wire, object]:
-    w = await Wire.open(proxy.host, proxy.port)
+    """CONNECT through `proxy` (a Proxy, or a Scene: then the connection closes with it)."""
+    w = await (proxy.wire() if isinstance(proxy, Scene) else Wire.open(proxy.host, proxy.port))
     await w.send(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode())
     return w, await w.response(head_request=True)
+
+
+def tunnelling(net: Net, upstream, host: str, extra: str = "", **proxy_kw):
+    """`upstream` on net.a as `host`, allowed through the proxy (with `extra` endpoint config)."""
+    return scene(net, upstream, lambda port: policy(host, port, f'"{net.a}"', extra),
+                 names={host: [net.a]}, **proxy_kw)
 
 
 @pytest.mark.parametrize("data,kind", [
@@ -60,37 +77,27 @@ def test_classification_waits_for_enough_bytes(data, kind):
 
 def test_raw_tunnel_relays_bytes_both_ways(net: Net):
     async def main():
-        echo = await tcp_echo().start(net.a, 0)
-        port = echo.server.sockets[0].getsockname()[1]
-        proxy = await start_proxy(net.proxy, policy("echo.test", port, f'"{net.a}"'),
-                                  resolver=MapResolver({"echo.test": [net.a]}))
-        w, reply = await connect(proxy, f"echo.test:{port}")
-        assert reply.status == 200 and reply.headers == []
-        payload = os.urandom(300_000)
-        await w.send(payload)
-        assert await w.read_exactly(len(payload)) == payload
-        w.writer.write_eof()  # half-close travels through; the echo server then closes
-        assert await w.read_to_eof() == b""
-        allowed = proxy.events(NetworkEvent)
-        assert allowed[0].action is Action.ALLOWED and allowed[0].via == "connect"
-        await proxy.close()
-        await echo.close()
+        async with tunnelling(net, tcp_echo(), "echo.test") as s:
+            w, reply = await connect(s, f"echo.test:{s.port}")
+            assert reply.status == 200 and reply.headers == []
+            payload = os.urandom(300_000)
+            await w.send(payload)
+            assert await w.read_exactly(len(payload)) == payload
+            w.writer.write_eof()  # half-close travels through; the echo server then closes
+            assert await w.read_to_eof() == b""
+            allowed = s.proxy.events(NetworkEvent)
+            assert allowed[0].action is Action.ALLOWED and allowed[0].via == "connect"
     net.run(main)
 
 
 def test_early_data_after_connect_is_not_lost(net: Net):
     # Appendix A.8: bytes sent right behind the CONNECT head reach the upstream.
     async def main():
-        echo = await tcp_echo().start(net.a, 0)
-        port = echo.server.sockets[0].getsockname()[1]
-        proxy = await start_proxy(net.proxy, policy("echo.test", port, f'"{net.a}"'),
-                                  resolver=MapResolver({"echo.test": [net.a]}))
-        w = await Wire.open(proxy.host, proxy.port)
-        await w.send(f"CONNECT echo.test:{port} HTTP/1.1\r\n\r\nearly bytes".encode())
-        assert (await w.response(head_request=True)).status == 200
-        assert await w.read_exactly(11) == b"early bytes"
-        await proxy.close()
-        await echo.close()
+        async with tunnelling(net, tcp_echo(), "echo.test") as s:
+            w = await s.wire()
+            await w.send(f"CONNECT echo.test:{s.port} HTTP/1.1\r\n\r\nearly bytes".encode())
+            assert (await w.response(head_request=True)).status == 200
+            assert await w.read_exactly(11) == b"early bytes"
     net.run(main)
 
 
@@ -229,100 +236,87 @@ def test_mixed_answers_are_refused_whole(net: Net):
     net.run(main)
 
 
-async def l7_setup(net: Net, enforcement: str = "enforce", handler=None, limits=None):
-    origin = await Origin(**({"handler": handler} if handler else {})).start(net.a, 0)
-    port = origin.server.sockets[0].getsockname()[1]
+@contextlib.asynccontextmanager
+async def l7_tunnel(net: Net, enforcement: str = "enforce", limits=None):
+    """An Origin as api.test with the L7 rules, and an open tunnel to it: (scene, wire)."""
     extra = L7.replace("enforcement: enforce", f"enforcement: {enforcement}")
-    proxy = await start_proxy(net.proxy, policy("api.test", port, f'"{net.a}"', extra),
-                              resolver=MapResolver({"api.test": [net.a]}), limits=limits)
-    w, reply = await connect(proxy, f"api.test:{port}")
-    assert reply.status == 200
-    return origin, port, proxy, w
+    async with tunnelling(net, Origin(), "api.test", extra, limits=limits) as s:
+        w, reply = await connect(s, f"api.test:{s.port}")
+        assert reply.status == 200
+        yield s, w
 
 
 def test_l7_inside_a_plaintext_tunnel(net: Net):
     # §9 case 60: GET /v1/models passes, POST /v1/messages and GET /v2/anything get 403.
     async def main():
-        origin, port, proxy, w = await l7_setup(net)
-        await w.send(get("/v1/models", f"api.test:{port}"))
-        assert (await w.response()).status == 200
-        await w.send(get("/v2/anything", "api.test"))
-        reply = await w.response()
-        body = reply.json()
-        assert reply.status == 403 and reply.header("x-stockade-policy") == "api"
-        assert {"error", "detail", "policy", "rule", "reason", "hint"} <= set(body)
-        assert body["error"] == "policy_denied" and body["rule"] == "GET /v2/anything"
-        assert await w.closed()
-        events = proxy.events(HttpEvent)
-        assert [(e.action, e.path) for e in events] == [(Action.ALLOWED, "/v1/models"),
-                                                         (Action.DENIED, "/v2/anything")]
-        await proxy.close()
-        await origin.close()
+        async with l7_tunnel(net) as (s, w):
+            await w.send(get("/v1/models", f"api.test:{s.port}"))
+            assert (await w.response()).status == 200
+            await w.send(get("/v2/anything", "api.test"))
+            reply = await w.response()
+            body = reply.json()
+            assert reply.status == 403 and reply.header("x-stockade-policy") == "api"
+            assert {"error", "detail", "policy", "rule", "reason", "hint"} <= set(body)
+            assert body["error"] == "policy_denied" and body["rule"] == "GET /v2/anything"
+            assert await w.closed()
+            events = s.proxy.events(HttpEvent)
+            assert [(e.action, e.path) for e in events] == [(Action.ALLOWED, "/v1/models"),
+                                                             (Action.DENIED, "/v2/anything")]
     net.run(main)
 
 
 def test_l7_pipelined_in_tunnel_first_answered_then_403(net: Net):
     async def main():
-        origin, port, proxy, w = await l7_setup(net)
-        await w.send(get("/v1/a", "api.test") + get("/v1/b", "api.test", method="POST", body=b"x")
-                     + get("/v1/c", "api.test"))
-        assert (await w.response()).json()["target"] == "/v1/a"
-        assert (await w.response()).status == 403
-        assert await w.closed()
-        assert [s.target for s in origin.seen] == ["/v1/a"]
-        await proxy.close()
-        await origin.close()
+        async with l7_tunnel(net) as (s, w):
+            await w.send(get("/v1/a", "api.test") + get("/v1/b", "api.test", method="POST", body=b"x")
+                         + get("/v1/c", "api.test"))
+            assert (await w.response()).json()["target"] == "/v1/a"
+            assert (await w.response()).status == 403
+            assert await w.closed()
+            assert [seen.target for seen in s.upstream.seen] == ["/v1/a"]
     net.run(main)
 
 
 def test_l7_audit_forwards(net: Net):
     async def main():
-        origin, port, proxy, w = await l7_setup(net, "audit")
-        await w.send(get("/v2/x", "api.test", method="DELETE"))
-        assert (await w.response()).status == 200
-        assert proxy.events(HttpEvent)[-1].action is Action.AUDIT
-        await proxy.close()
-        await origin.close()
+        async with l7_tunnel(net, "audit") as (s, w):
+            await w.send(get("/v2/x", "api.test", method="DELETE"))
+            assert (await w.response()).status == 200
+            assert s.proxy.events(HttpEvent)[-1].action is Action.AUDIT
     net.run(main)
 
 
 def test_one_byte_first_segment_is_still_inspected(net: Net):
     # Appendix A.5: OpenShell relays such a tunnel raw and skips the L7 rules.
     async def main():
-        origin, port, proxy, w = await l7_setup(net)
-        request = get("/admin", "api.test")
-        await w.send(request[:1])
-        await asyncio.sleep(0.05)
-        await w.send(request[1:])
-        assert (await w.response()).status == 403
-        assert origin.seen == []
-        await proxy.close()
-        await origin.close()
+        async with l7_tunnel(net) as (s, w):
+            request = get("/admin", "api.test")
+            await w.send(request[:1])
+            await asyncio.sleep(0.05)
+            await w.send(request[1:])
+            assert (await w.response()).status == 403
+            assert s.upstream.seen == []
     net.run(main)
 
 
 @pytest.mark.parametrize("first", [b"SSH-2.0-OpenSSH_9.6\r\n", b"get /v1/x HTTP/1.1\r\n\r\n", b""])
 def test_non_http_on_an_l7_endpoint_fails_closed(net: Net, first):
     async def main():
-        origin, port, proxy, w = await l7_setup(net, limits=Limits(classify_timeout=0.3))
-        if first:
-            await w.send(first)
-        reply = await w.response()
-        assert reply.status == 403 and "neither TLS nor" in reply.json()["detail"]
-        assert origin.connections <= 1 and origin.seen == []
-        await proxy.close()
-        await origin.close()
+        async with l7_tunnel(net, limits=Limits(classify_timeout=0.3)) as (s, w):
+            if first:
+                await w.send(first)
+            reply = await w.response()
+            assert reply.status == 403 and "neither TLS nor" in reply.json()["detail"]
+            assert s.upstream.connections <= 1 and s.upstream.seen == []
     net.run(main)
 
 
 def test_host_header_must_match_the_tunnel(net: Net):
     async def main():
-        origin, port, proxy, w = await l7_setup(net)
-        await w.send(get("/v1/x", "evil.test"))
-        reply = await w.response()
-        assert reply.status == 421 and reply.json()["error"] == "host_mismatch"
-        await proxy.close()
-        await origin.close()
+        async with l7_tunnel(net) as (s, w):
+            await w.send(get("/v1/x", "evil.test"))
+            reply = await w.response()
+            assert reply.status == 421 and reply.json()["error"] == "host_mismatch"
     net.run(main)
 
 
@@ -349,61 +343,50 @@ def websocket_script():
 def test_websocket_upgrade_through_an_l7_tunnel(net: Net):
     # §9 cases 71-72: decided as a GET, then relayed raw.
     async def main():
-        raw = await RawServer(websocket_script()).start(net.a, 0)
-        port = raw.server.sockets[0].getsockname()[1]
-        proxy = await start_proxy(net.proxy, policy("ws.test", port, f'"{net.a}"', L7),
-                                  resolver=MapResolver({"ws.test": [net.a]}))
-        w, reply = await connect(proxy, f"ws.test:{port}")
-        key = base64.b64encode(os.urandom(16)).decode()
-        await w.send(get("/v1/socket", "ws.test", "Upgrade: websocket",
-                         "Connection: keep-alive, Upgrade", f"Sec-WebSocket-Key: {key}",
-                         "Sec-WebSocket-Version: 13"))
-        switched = await w.response()
-        assert switched.status == 101 and switched.header("upgrade") == "websocket"
-        mask = b"\x01\x02\x03\x04"
-        await w.send(bytes([0x81, 0x85]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(b"hello")))
-        frame = await w.read_exactly(2 + 11)
-        assert frame[2:] == b"echo: hello"
-        # The same upgrade on a path the rules deny never reaches the upstream.
-        w2, _ = await connect(proxy, f"ws.test:{port}")
-        await w2.send(get("/admin/socket", "ws.test", "Upgrade: websocket", "Connection: Upgrade"))
-        assert (await w2.response()).status == 403
-        assert raw.connections == 2  # the second tunnel was dialled, its request never sent
-        await proxy.close()
-        await raw.close()
+        async with tunnelling(net, RawServer(websocket_script()), "ws.test", L7) as s:
+            w, reply = await connect(s, f"ws.test:{s.port}")
+            key = base64.b64encode(os.urandom(16)).decode()
+            await w.send(get("/v1/socket", "ws.test", "Upgrade: websocket",
+                             "Connection: keep-alive, Upgrade", f"Sec-WebSocket-Key: {key}",
+                             "Sec-WebSocket-Version: 13"))
+            switched = await w.response()
+            assert switched.status == 101 and switched.header("upgrade") == "websocket"
+            mask = b"\x01\x02\x03\x04"
+            await w.send(bytes([0x81, 0x85]) + mask
+                         + bytes(b ^ mask[i % 4] for i, b in enumerate(b"hello")))
+            frame = await w.read_exactly(2 + 11)
+            assert frame[2:] == b"echo: hello"
+            # The same upgrade on a path the rules deny never reaches the upstream.
+            w2, _ = await connect(s, f"ws.test:{s.port}")
+            await w2.send(get("/admin/socket", "ws.test", "Upgrade: websocket", "Connection: Upgrade"))
+            assert (await w2.response()).status == 403
+            assert s.upstream.connections == 2  # the second tunnel was dialled, its request never sent
     net.run(main)
 
 
 def test_unsolicited_101_is_a_finding_and_closes(net: Net):
     # §9 case 71: a 101 to a request that did not ask for an upgrade.
     async def main():
-        raw = await RawServer(websocket_script()).start(net.a, 0)
-        port = raw.server.sockets[0].getsockname()[1]
-        proxy = await start_proxy(net.proxy, policy("ws.test", port, f'"{net.a}"', L7),
-                                  resolver=MapResolver({"ws.test": [net.a]}))
-        w, _ = await connect(proxy, f"ws.test:{port}")
-        await w.send(get("/v1/plain", "ws.test"))
-        reply = await w.response()
-        assert reply.status == 502 and reply.json()["error"] == "unsolicited_upgrade"
-        assert await w.closed()
-        findings = proxy.events(FindingEvent)
-        assert findings and findings[0].kind == "unsolicited_upgrade"
-        await proxy.close()
-        await raw.close()
+        async with tunnelling(net, RawServer(websocket_script()), "ws.test", L7) as s:
+            w, _ = await connect(s, f"ws.test:{s.port}")
+            await w.send(get("/v1/plain", "ws.test"))
+            reply = await w.response()
+            assert reply.status == 502 and reply.json()["error"] == "unsolicited_upgrade"
+            assert await w.closed()
+            findings = s.proxy.events(FindingEvent)
+            assert findings and findings[0].kind == "unsolicited_upgrade"
     net.run(main)
 
 
 def test_hot_reload_reaches_an_open_l7_tunnel(net: Net):
     async def main():
-        origin, port, proxy, w = await l7_setup(net)
-        await w.send(get("/v1/a", "api.test"))
-        assert (await w.response()).status == 200
-        proxy.holder.swap(engine_for("version: 1\nnetwork_policies: {}\n"))
-        await w.send(get("/v1/b", "api.test"))
-        reply = await w.response()
-        assert reply.status == 403 and reply.json()["reason_code"] == "no_policies"
-        await proxy.close()
-        await origin.close()
+        async with l7_tunnel(net) as (s, w):
+            await w.send(get("/v1/a", "api.test"))
+            assert (await w.response()).status == 200
+            s.proxy.holder.swap(engine_for("version: 1\nnetwork_policies: {}\n"))
+            await w.send(get("/v1/b", "api.test"))
+            reply = await w.response()
+            assert reply.status == 403 and reply.json()["reason_code"] == "no_policies"
     net.run(main)
 
 
@@ -473,55 +456,42 @@ def test_connect_after_forward_requests_on_one_connection(net: Net):
 def test_a_client_slow_to_start_is_still_inspected(net: Net):
     # A client may build its TLS context only after the 200: the first byte may take a while.
     async def main():
-        origin, port, proxy, w = await l7_setup(net)
-        await asyncio.sleep(1.0)
-        await w.send(get("/v1/slow", "api.test"))
-        assert (await w.response()).status == 200
-        await w.send(get("/admin", "api.test"))
-        assert (await w.response()).status == 403
-        await proxy.close()
-        await origin.close()
+        async with l7_tunnel(net) as (s, w):
+            await asyncio.sleep(1.0)
+            await w.send(get("/v1/slow", "api.test"))
+            assert (await w.response()).status == 200
+            await w.send(get("/admin", "api.test"))
+            assert (await w.response()).status == 403
     net.run(main)
 
 
 def test_idle_tunnels_are_closed(net: Net):
     async def main():
-        echo = await tcp_echo().start(net.a, 0)
-        port = echo.server.sockets[0].getsockname()[1]
-        proxy = await start_proxy(net.proxy, policy("echo.test", port, f'"{net.a}"'),
-                                  resolver=MapResolver({"echo.test": [net.a]}),
-                                  limits=Limits(idle_timeout=0.4))
-        w, reply = await connect(proxy, f"echo.test:{port}")
-        await w.send(b"a")
-        assert await w.read_exactly(1) == b"a"
-        started = asyncio.get_running_loop().time()
-        assert await w.read_to_eof() == b""
-        assert asyncio.get_running_loop().time() - started < 3
-        await proxy.close()
-        await echo.close()
+        async with tunnelling(net, tcp_echo(), "echo.test", limits=Limits(idle_timeout=0.4)) as s:
+            w, reply = await connect(s, f"echo.test:{s.port}")
+            await w.send(b"a")
+            assert await w.read_exactly(1) == b"a"
+            started = asyncio.get_running_loop().time()
+            assert await w.read_to_eof() == b""
+            assert asyncio.get_running_loop().time() - started < 3
     net.run(main)
 
 
 def test_revalidate_ends_raw_tunnels_the_new_policy_refuses(net: Net):
     async def main():
-        echo = await tcp_echo().start(net.a, 0)
-        port = echo.server.sockets[0].getsockname()[1]
-        proxy = await start_proxy(net.proxy, policy("echo.test", port, f'"{net.a}"'),
-                                  resolver=MapResolver({"echo.test": [net.a]}))
-        w, _ = await connect(proxy, f"echo.test:{port}")
-        await w.send(b"1")
-        assert await w.read_exactly(1) == b"1"
-        assert proxy.server.revalidate() == 0  # same policy: nothing to end
-        await w.send(b"2")
-        assert await w.read_exactly(1) == b"2"
-        proxy.holder.swap(engine_for("version: 1\nnetwork_policies: {}\n"))
-        assert proxy.server.revalidate() == 1
-        with pytest.raises((EOFError, ConnectionResetError)):
-            await w.read_exactly(1)
-        denied = [e for e in proxy.events(NetworkEvent) if e.action is Action.DENIED]
-        assert denied and denied[-1].reason_code == "no_policies"
-        await proxy.close()
-        await echo.close()
+        async with tunnelling(net, tcp_echo(), "echo.test") as s:
+            w, _ = await connect(s, f"echo.test:{s.port}")
+            await w.send(b"1")
+            assert await w.read_exactly(1) == b"1"
+            assert s.proxy.server.revalidate() == 0  # same policy: nothing to end
+            await w.send(b"2")
+            assert await w.read_exactly(1) == b"2"
+            s.proxy.holder.swap(engine_for("version: 1\nnetwork_policies: {}\n"))
+            assert s.proxy.server.revalidate() == 1
+            with pytest.raises((EOFError, ConnectionResetError)):
+                await w.read_exactly(1)
+            denied = [e for e in s.proxy.events(NetworkEvent) if e.action is Action.DENIED]
+            assert denied and denied[-1].reason_code == "no_policies"
     net.run(main)
 
 
@@ -533,14 +503,9 @@ def test_upstream_closing_an_idle_l7_tunnel_closes_the_client_side(net: Net):
         await asyncio.sleep(0.2)  # then the server's keep-alive timeout closes the connection
 
     async def main():
-        raw = await RawServer(script).start(net.a, 0)
-        port = raw.server.sockets[0].getsockname()[1]
-        proxy = await start_proxy(net.proxy, policy("api.test", port, f'"{net.a}"', L7),
-                                  resolver=MapResolver({"api.test": [net.a]}))
-        w, _ = await connect(proxy, f"api.test:{port}")
-        await w.send(get("/v1/a", "api.test"))
-        assert (await w.response()).body == b"ok"
-        assert await w.read_to_eof() == b""  # the close is passed on, not a later 502
-        await proxy.close()
-        await raw.close()
+        async with tunnelling(net, RawServer(script), "api.test", L7) as s:
+            w, _ = await connect(s, f"api.test:{s.port}")
+            await w.send(get("/v1/a", "api.test"))
+            assert (await w.response()).body == b"ok"
+            assert await w.read_to_eof() == b""  # the close is passed on, not a later 502
     net.run(main)

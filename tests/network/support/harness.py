@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import textwrap
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ from stockade.policy.engine import compile_policy
 from stockade.policy.loader import load_policy_text
 
 from .inproc import listener, run_in_netns
+from .wire import Reply, Wire
 
 
 def engine_for(yaml_text: str):
@@ -76,6 +78,55 @@ async def start_proxy(host: str, policy_yaml: str, *, resolver: Any = None,
     sock = listener(host, port)
     await server.start(sock)
     return Proxy(server, host, sock.getsockname()[1], holder, recorder)
+
+
+@dataclass
+class Scene:
+    """An upstream (an Origin or a RawServer) and the proxy in front of it. Client connections
+    opened with `wire()` or `ask()` are closed with the rest when the scene ends, also when an
+    assertion failed first."""
+
+    upstream: Any
+    port: int  # the upstream's port
+    proxy: Proxy
+    wires: list[Wire] = field(default_factory=list)
+
+    async def wire(self) -> Wire:
+        """A new client connection to the proxy."""
+        w = await Wire.open(self.proxy.host, self.proxy.port)
+        self.wires.append(w)
+        return w
+
+    async def ask(self, request: bytes, *, head_request: bool = False) -> Reply:
+        """`request` on a new client connection, and the reply."""
+        w = await self.wire()
+        await w.send(request)
+        return await w.response(head_request=head_request)
+
+    async def close(self) -> None:
+        for w in self.wires:
+            w.close()
+        await self.proxy.close()
+        await self.upstream.close()
+
+
+@contextlib.asynccontextmanager
+async def scene(net: Net, upstream: Any, policy: Callable[[int], str], *,
+                names: dict[str, list[str]], **proxy_kw: Any) -> AsyncIterator[Scene]:
+    """Start `upstream` on net.a, then a proxy with `policy(upstream_port)` whose resolver
+    answers `names`; everything is closed on the way out."""
+    await upstream.start(net.a, 0)
+    port = upstream.server.sockets[0].getsockname()[1]
+    try:
+        proxy = await start_proxy(net.proxy, policy(port), resolver=MapResolver(names), **proxy_kw)
+    except BaseException:
+        await upstream.close()
+        raise
+    s = Scene(upstream, port, proxy)
+    try:
+        yield s
+    finally:
+        await s.close()
 
 
 @dataclass
