@@ -20,12 +20,15 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from ..network.addresses import AddressClass, classify, is_blocked_hostname, literal_address
 from .aggregator import DenialSummary
+
+if TYPE_CHECKING:
+    from .store import Proposal
 
 _HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*\.?")
 _GLOB_CHARS = frozenset("*?[]{}")
@@ -51,17 +54,6 @@ class ProposedRule:
     rationale: str
     rule_yaml: str  # one `network_policies` entry: `{rule_key: {name, endpoints, binaries}}`
     stage: str = "policy"
-
-
-class _ProposalLike(Protocol):
-    rule_key: str
-    host: str
-    port: int
-    binaries: tuple[str, ...]
-    hit_count: int
-    first_seen_ms: int
-    last_seen_ms: int
-    stage: str | None
 
 
 def rule_name(host: str, port: int) -> str:
@@ -153,7 +145,7 @@ def generate_proposals(summaries: Iterable[DenialSummary]) -> list[ProposedRule]
     return out
 
 
-def combine(existing: _ProposalLike, new: ProposedRule) -> ProposedRule:
+def combine(existing: ProposedRule | Proposal, new: ProposedRule) -> ProposedRule:
     """A pending proposal updated by a later flush: hits added, binaries united, seen-times widened."""
     binaries = tuple(sorted(set(existing.binaries) | set(new.binaries)))
     return _build(
