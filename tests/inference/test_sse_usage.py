@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from hypothesis import given, settings
@@ -11,7 +12,9 @@ from stockade.inference.errors import RouterError, error_payload, sse_error_even
 from stockade.inference.redact import Redactor
 from stockade.inference.shapes import Protocol
 from stockade.inference.sse import EventAligner, parse_event, split_events
+from stockade.inference.streaming import relay_events
 from stockade.inference.usage import StreamUsage, usage_from_json
+from stockade.inference.wire import ClientGone
 
 STREAM = (b'data: {"a":1}\n\n'
           b'event: message_start\r\ndata: {"b":2}\r\n\r\n'
@@ -147,3 +150,43 @@ def test_redactor_finds_the_json_escaped_form_and_passes_other_bytes():
     r = Redactor("ab/cd")
     assert r.feed(b"x ab\\/cd y ab/cd z") + r.flush() == b"x [REDACTED] y [REDACTED] z"
     assert Redactor(None).feed(b"anything") == b"anything"
+
+
+# -- relaying an event stream ------------------------------------------------------------------
+
+class _ClientLeavesAtTheEnd:
+    """A ResponseWriter whose client takes every event, then closes before the terminator
+    (the openai SDK stops reading at `data: [DONE]` and closes the connection)."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    async def send(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    async def finish(self, data: bytes = b"") -> None:
+        raise ClientGone()
+
+
+def relay(*chunks: bytes):
+    async def body():
+        for chunk in chunks:
+            yield chunk
+
+    out = _ClientLeavesAtTheEnd()
+    result = asyncio.run(relay_events(body(), out, protocol=Protocol.OPENAI, idle_timeout=5))
+    return result, out
+
+
+def test_a_client_that_closes_after_the_final_event_ended_no_stream_early():
+    result, out = relay(b'data: {"choices":[],"usage":{"prompt_tokens":11,"completion_tokens":5}}\n\n',
+                        b"data: [DONE]\n\n")
+    assert b"".join(out.sent).endswith(b"data: [DONE]\n\n")
+    assert (result.error, result.client_gone, result.complete) == (None, True, False)
+    assert (result.usage.input_tokens, result.usage.output_tokens) == (11, 5)
+
+
+def test_a_client_that_closes_before_the_final_event_is_an_error():
+    result, _ = relay(b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n')
+    assert (result.error, result.client_gone, result.complete) == \
+        ("the client closed the connection", True, False)
