@@ -68,6 +68,7 @@ async def relay_events(chunks: AsyncIterator[bytes], out: ResponseWriter, *, pro
     result = RelayResult()
     aligner = EventAligner()
     tracker = StreamUsage()
+    final_sent = False  # the stream's final event ([DONE], message_stop...) was written
     try:
         try:
             while (chunk := await _next(chunks, idle_timeout)) is not None:
@@ -76,6 +77,7 @@ async def relay_events(chunks: AsyncIterator[bytes], out: ResponseWriter, *, pro
                     for event in split_events(events):
                         tracker.observe(event)
                     await out.send(events)
+                    final_sent = tracker.finished
             if aligner.pending:
                 raise _Failure("backend_stream_truncated",
                                "the model backend ended the stream in the middle of an event")
@@ -88,7 +90,10 @@ async def relay_events(chunks: AsyncIterator[bytes], out: ResponseWriter, *, pro
     except ClientGone:
         result.client_gone = True
         result.complete = False
-        result.error = result.error or "the client closed the connection"
+        # A client may close once it has the stream's final event (the openai SDK stops at
+        # [DONE]): the body then did not end early, only its chunked terminator is missing.
+        if not (final_sent and result.error is None):
+            result.error = result.error or "the client closed the connection"
     result.usage = tracker.usage
     return result
 
