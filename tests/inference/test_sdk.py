@@ -157,7 +157,7 @@ def test_the_first_openai_chunk_arrives_while_the_backend_is_still_generating(bo
     assert openai_backend.first_event_sent.is_set() and not openai_backend.finished.is_set()
     openai_backend.release()
     rest = list(stream)
-    assert rest[-1].choices[0].finish_reason == "stop" and openai_backend.finished.is_set()
+    assert rest[-1].choices[0].finish_reason == "stop" and openai_backend.finished.wait(5)
 
 
 def test_the_first_anthropic_event_arrives_while_the_backend_is_still_generating(both, anthropic_backend):
