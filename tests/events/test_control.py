@@ -207,6 +207,31 @@ def test_socket_is_mode_0600_replaces_a_stale_file_and_is_removed_on_close(tmp_p
     assert info.value.error == "unavailable"
 
 
+def test_close_ends_open_client_connections(tmp_path):
+    # A client still connected when the server closes: its connection is closed and its handler
+    # ends, instead of staying pending until the loop is gone (then, when garbage-collected,
+    # the handler's `finally` wrote to a closed loop: an unraisable RuntimeError).
+    path = tmp_path / "control.sock"
+    loop = Loop()
+    try:
+        server = ControlServer(path, {})
+        loop.run(server.start())
+        with socket.socket(socket.AF_UNIX) as client:
+            client.settimeout(5)
+            client.connect(str(path))
+            client.sendall(b'{"op": "ping"}\n')
+            assert json.loads(client.recv(4096))["ok"]
+            loop.run(server.close())
+            assert client.recv(4096) == b""  # closed by the server, not left idle
+
+            async def pending():
+                return [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+            assert loop.run(pending()) == []
+    finally:
+        loop.stop()
+
+
 def test_handlers_for_undeclared_ops_are_a_programming_error(tmp_path):
     with pytest.raises(ValueError, match="undeclared"):
         ControlServer(tmp_path / "s", {"shell": lambda: {}})
