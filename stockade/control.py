@@ -49,6 +49,7 @@ from .events.types import Actor, FindingEvent, Recorder
 
 NAMESPACES = ("user", "pid", "net", "mnt")
 MAX_REQUEST_BYTES = 8 * 1024 * 1024  # a policy YAML fits many times over
+CLOSE_GRACE_S = 5.0  # how long close() lets a request in progress finish
 SO_PEERPIDFD = getattr(socket, "SO_PEERPIDFD", 77)
 
 # op -> {param: (type, required)}
@@ -205,6 +206,7 @@ class ControlServer:
         self.idle_timeout_s = idle_timeout_s
         self.refused = 0
         self._server: asyncio.AbstractServer | None = None
+        self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self._my_ns = {k: v for k, v in namespaces("self").items() if v is not None}
         if len(self._my_ns) != len(NAMESPACES):
             raise StockadeError("cannot read this process's namespaces in /proc (needed to vet control socket peers)")
@@ -220,10 +222,22 @@ class ControlServer:
         os.chmod(self.path, 0o600)
 
     async def close(self) -> None:
+        """Stop accepting, end every open connection (a request in progress finishes first,
+        for up to CLOSE_GRACE_S), and remove the socket file."""
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+        # asyncio's Server.close() leaves connected clients alone: their handlers would wait
+        # out the idle timeout, or outlive the loop (and fail when garbage-collected).
+        tasks = list(self._connections)
+        for writer in self._connections.values():
+            writer.close()  # an idle handler reads EOF and returns
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=CLOSE_GRACE_S)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         try:
             self.path.unlink()
         except FileNotFoundError:
@@ -275,6 +289,9 @@ class ControlServer:
         ))
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections[task] = writer
         try:
             refusal = self._vet(writer.get_extra_info("socket"))
             if refusal is not None:
@@ -298,6 +315,7 @@ class ControlServer:
         except (asyncio.TimeoutError, ConnectionError, OSError):
             pass
         finally:
+            del self._connections[task]
             writer.close()
             try:
                 await writer.wait_closed()
