@@ -21,6 +21,7 @@ from .support.harness import (  # noqa: F401
     Scene,
     SequenceResolver,
     engine_for,
+    inference_echo,
     net,
     scene,
     start_proxy,
@@ -407,16 +408,9 @@ def test_inference_local_without_a_router(net: Net):
 
 
 def test_inference_handler_gets_the_forward_connection(net: Net):
-    async def handler(stream, actor, scheme):
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += await stream.read()
-        body = json.dumps({"scheme": scheme, "line": data.split(b"\r\n")[0].decode()}).encode()
-        stream.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
-        await stream.drain()
-
     async def main():
-        proxy = await start_proxy(net.proxy, "version: 1\nnetwork_policies: {}\n", inference=handler)
+        proxy = await start_proxy(net.proxy, "version: 1\nnetwork_policies: {}\n",
+                                  inference=inference_echo)
         w = await Wire.open(proxy.host, proxy.port)
         await w.send(get("http://inference.local/v1/models", "inference.local"))
         reply = await w.response()

@@ -15,7 +15,7 @@ from stockade.events.types import Action, HttpEvent, NetworkEvent
 from stockade.network.ca import CertificateAuthority
 from stockade.network.tls import LeafCache
 
-from .support.harness import MapResolver, Net, net, start_proxy  # noqa: F401
+from .support.harness import MapResolver, Net, inference_echo, net, start_proxy  # noqa: F401
 from .support.origins import Origin
 from .support.wire import Wire, get
 
@@ -170,19 +170,10 @@ def test_client_that_distrusts_the_sandbox_ca_is_recorded(net: Net):
 
 
 def test_inference_local_is_terminated_and_handed_over(net: Net):
-    async def handler(stream, actor, scheme):
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += await stream.read()
-        line = data.split(b"\r\n")[0].decode()
-        body = json.dumps({"scheme": scheme, "line": line}).encode()
-        stream.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
-        await stream.drain()
-
     async def main():
         leaves = Leaves()
         proxy = await start_proxy(net.proxy, "version: 1\nnetwork_policies: {}\n",
-                                  leaf_cache=leaves, inference=handler)
+                                  leaf_cache=leaves, inference=inference_echo)
         w = await Wire.open(proxy.host, proxy.port)
         await w.send(b"CONNECT inference.local:443 HTTP/1.1\r\nHost: inference.local:443\r\n\r\n")
         assert (await w.response(head_request=True)).status == 200

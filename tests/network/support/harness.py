@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -78,6 +79,16 @@ async def start_proxy(host: str, policy_yaml: str, *, resolver: Any = None,
     sock = listener(host, port)
     await server.start(sock)
     return Proxy(server, host, sock.getsockname()[1], holder, recorder)
+
+
+async def inference_echo(stream: Any, actor: Any, scheme: str) -> None:
+    """An inference handler that answers the scheme and request line it was handed."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += await stream.read()
+    body = json.dumps({"scheme": scheme, "line": data.split(b"\r\n")[0].decode()}).encode()
+    stream.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+    await stream.drain()
 
 
 @dataclass
