@@ -181,8 +181,24 @@ def _content_length(f: _Fields) -> int | None:
     return int(values[0])
 
 
-def _is_pause(exc: Exception) -> bool:
-    return str(exc).startswith("Pause on")
+def _feed(parser: httptools.HttpRequestParser | httptools.HttpResponseParser, c: _Collector,
+          head: bytes, status: int, malformed: str) -> None:
+    """Feed one complete head to llhttp; HttpError(status) unless it is well-formed."""
+    try:
+        parser.feed_data(head)
+    except httptools.HttpParserUpgrade:
+        pass  # CONNECT, an Upgrade request or a 101: only the head was fed, nothing is lost
+    except httptools.HttpParserError as exc:
+        # llhttp pauses after any 101 head, also one without `Connection: upgrade`; the head
+        # itself is complete and valid then, and the caller decides what a 101 means.
+        if not (c.done and str(exc).startswith("Pause on")):
+            raise HttpError(status, f"{malformed}: {exc}") from None
+    if not c.done:
+        raise HttpError(status, malformed)
+
+
+def _keep_alive(version: str, connection: frozenset[str]) -> bool:
+    return ("close" not in connection) if version == "1.1" else ("keep-alive" in connection)
 
 
 class ParserSlot:
@@ -202,15 +218,7 @@ def parse_request_head(head: bytes, limits: Limits, slot: ParserSlot | None = No
         slot = ParserSlot()
     c, parser = slot.collector, slot.parser
     c.url, c.headers, c.done = b"", [], False
-    try:
-        parser.feed_data(head)
-    except httptools.HttpParserUpgrade:
-        pass  # CONNECT or an Upgrade request: only the head was fed, nothing is lost
-    except httptools.HttpParserError as exc:
-        if not (c.done and _is_pause(exc)):
-            raise HttpError(400, f"malformed request head: {exc}") from None
-    if not c.done:
-        raise HttpError(400, "malformed request head")
+    _feed(parser, c, head, 400, "malformed request head")
     version = parser.get_http_version()
     if version not in ("1.1", "1.0"):
         raise HttpError(505 if version.startswith(("2", "3")) else 400,
@@ -224,7 +232,7 @@ def parse_request_head(head: bytes, limits: Limits, slot: ParserSlot | None = No
     if chunked and length is not None:
         raise HttpError(400, "both Transfer-Encoding and Content-Length")
     connection = frozenset(f.connection)
-    keep_alive = ("close" not in connection) if version == "1.1" else ("keep-alive" in connection)
+    keep_alive = _keep_alive(version, connection)
     upgrade = f.upgrade if "upgrade" in connection else None
     return Request(
         method=parser.get_method().decode("ascii"), target=c.url.decode("latin-1"),
@@ -237,17 +245,7 @@ def parse_request_head(head: bytes, limits: Limits, slot: ParserSlot | None = No
 def parse_response_head(head: bytes, limits: Limits, request_method: str) -> Response:
     c = _Collector()
     parser = httptools.HttpResponseParser(c)
-    try:
-        parser.feed_data(head)
-    except httptools.HttpParserUpgrade:
-        pass  # a 101: the caller switches protocols
-    except httptools.HttpParserError as exc:
-        # llhttp pauses after any 101 head, also one without `Connection: upgrade`; the head
-        # itself is complete and valid then, and the caller decides what a 101 means.
-        if not (c.done and _is_pause(exc)):
-            raise HttpError(502, f"malformed response head from upstream: {exc}") from None
-    if not c.done:
-        raise HttpError(502, "malformed response head from upstream")
+    _feed(parser, c, head, 502, "malformed response head from upstream")
     version = parser.get_http_version()
     if version not in ("1.1", "1.0"):
         raise HttpError(502, f"upstream answered HTTP/{version}")
@@ -262,7 +260,7 @@ def parse_response_head(head: bytes, limits: Limits, request_method: str) -> Res
     if chunked is not None and length is not None:
         raise HttpError(502, "upstream response has both Transfer-Encoding and Content-Length")
     connection = frozenset(f.connection)
-    keep_alive = ("close" not in connection) if version == "1.1" else ("keep-alive" in connection)
+    keep_alive = _keep_alive(version, connection)
     bodiless = status < 200 or status in (204, 304) or request_method == "HEAD"
     close_delimited = not bodiless and (chunked is False or (chunked is None and length is None))
     if close_delimited:
