@@ -40,8 +40,8 @@ class Limits:
     idle_timeout: float = 600.0
     # Concurrent client connections per proxy (one proxy per sandbox): 503 above it.
     max_connections: int = 1024
-    # Idle upstream connections kept for reuse by the forward proxy, per (host, port,
-    # address) and in total, and how long one may stay idle.
+    # Idle upstream connections kept for reuse by the forward proxy, per (host, port) and in
+    # total, and how long one may stay idle.
     pool_per_key: int = 16
     pool_total: int = 256
     pool_idle_timeout: float = 30.0
