@@ -41,17 +41,18 @@ class _StderrRecorder:
     """Prints events as shorthand lines; never blocks the proxy for long (stderr is a pipe)."""
 
     def __init__(self, verbose: bool) -> None:
+        from ..events.ocsf import to_ocsf
+        from ..events.shorthand import shorthand
         from ..events.types import Action
         self.verbose = verbose
         self.allowed = Action.ALLOWED
+        self._line = lambda event: shorthand(to_ocsf(event, sandbox="proxy"))
 
     def record(self, event) -> None:  # noqa: ANN001 - any events.types event
         if not self.verbose and getattr(event, "action", None) is self.allowed:
             return
         try:
-            from ..events.ocsf import to_ocsf
-            from ..events.shorthand import shorthand
-            line = shorthand(to_ocsf(event, sandbox="proxy"))
+            line = self._line(event)
         except Exception:  # the log line must never take the proxy down
             line = repr(event)
         print(line, file=sys.stderr, flush=True)
