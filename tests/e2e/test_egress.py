@@ -145,7 +145,8 @@ CONNECT_BODY = textwrap.dedent("""
 """)
 
 
-def deny_rules(e2e: E2E) -> str:
+def plain_and_api_rules(e2e: E2E) -> str:
+    """curl may reach origin.test:8080, and GET /v1/** of api.test:8443 (L7 enforced)."""
     ips = allowed_ips(e2e)
     return f"""
     plain:
@@ -156,6 +157,11 @@ def deny_rules(e2e: E2E) -> str:
         - {{host: api.test, port: 8443, {ips}, protocol: rest, enforcement: enforce,
             rules: [{{allow: {{method: GET, path: "/v1/**"}}}}]}}
       binaries: [{{path: /usr/bin/curl}}]
+    """
+
+
+def deny_rules(e2e: E2E) -> str:
+    return plain_and_api_rules(e2e).rstrip() + f"""
     ssrf_bait:
       endpoints:
         - {{host: 127.0.0.1, port: 8080}}
@@ -270,17 +276,7 @@ def test_credential_placeholders(e2e_rootless: E2E):
     """--secret: the sandbox holds a placeholder; the proxy puts the value in on the bound host
     only, refuses it elsewhere, and never records it."""
     e2e = e2e_rootless
-    ips = allowed_ips(e2e)
-    policy = e2e.policy(f"""
-    plain:
-      endpoints: [{{host: origin.test, port: 8080, {ips}}}]
-      binaries: [{{path: /usr/bin/curl}}]
-    api:
-      endpoints:
-        - {{host: api.test, port: 8443, {ips}, protocol: rest, enforcement: enforce,
-            rules: [{{allow: {{method: GET, path: "/v1/**"}}}}]}}
-      binaries: [{{path: /usr/bin/curl}}]
-    """)
+    policy = e2e.policy(plain_and_api_rules(e2e))
     log = e2e.space / "state" / "events.jsonl"
     results, done = e2e.run([
         ("env", ["env"]),
