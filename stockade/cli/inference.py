@@ -102,13 +102,11 @@ def list_routes(as_json: bool) -> None:
     if not items:
         click.echo("no inference routes; add one with `stockade inference set --help`")
         return
-    table = [["NAME", "PROTOCOL", "BASE URL", "MODEL", "KEY", "DEFAULT"]]
-    for item in items:
-        table.append([item["name"], item["protocol"], item["base_url"], item["model"] or "-",
-                      _describe_key(item), "yes" if item["default"] else ""])
-    widths = [max(len(str(row[i])) for row in table) for i in range(len(table[0]))]
-    for row in table:
-        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+    from ..events.views import table
+
+    click.echo(table(("NAME", "PROTOCOL", "BASE URL", "MODEL", "KEY", "DEFAULT"), [
+        (item["name"], item["protocol"], item["base_url"], item["model"] or "-",
+         _describe_key(item), "yes" if item["default"] else "") for item in items]))
 
 
 def _describe_key(item: dict[str, object]) -> str:
