@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import selectors
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import pytest
@@ -22,6 +20,7 @@ from stockade.events.store import Retention, Store
 from stockade.events.types import Action, Actor, NetworkEvent, ProcessEvent, now_ms
 from stockade.policy import load_policy_text
 from tests.conftest import STOCKADE
+from tests.support.threadloop import ThreadLoop
 
 T = 1742047200000  # 14:00:00.000 UTC
 KEEP = Retention(max_age_s=100 * 365 * 86400)  # events dated T must survive the writer's pruning
@@ -274,11 +273,9 @@ def test_rules_approve_goes_through_the_running_sandbox(state):
     live = LivePolicy(store=store, sandbox="sb", run_id=run, policy=load_policy_text(POLICY), yaml_text=POLICY,
                       swap=lambda policy: None)
     p, q = sorted(propose(state, "sb", "pypi.org", "files.example"), key=lambda x: x.host != "pypi.org")
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
+    loop = ThreadLoop()
     server = ControlServer(control_socket_path("sb"), live.handlers(), sandbox="sb")
-    asyncio.run_coroutine_threadsafe(server.start(), loop).result(5)
+    loop.run(server.start(), 5)
     try:
         out = stockade(state, "rules", "approve", "sb", str(p.id))
         assert out.returncode == 0, out.stderr
@@ -292,8 +289,7 @@ def test_rules_approve_goes_through_the_running_sandbox(state):
         assert_one_line_error(failed)
         assert "already approved" in failed.stderr
     finally:
-        asyncio.run_coroutine_threadsafe(server.close(), loop).result(5)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
+        loop.run(server.close(), 5)
+        loop.stop()
         store.close()
         lock.release()

@@ -12,7 +12,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import threading
 
 import pytest
 
@@ -30,22 +29,7 @@ from stockade.control import (
 from stockade.errors import StockadeError
 from stockade.events.types import ListRecorder
 
-
-class Loop:
-    """An asyncio loop in a thread, standing in for the supervisor's."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro, timeout: float = 10):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
+from ..support.threadloop import ThreadLoop as Loop
 
 
 class Supervisor:

@@ -4,8 +4,6 @@ a restart; static-section changes and invalid policies are refused with the live
 
 from __future__ import annotations
 
-import asyncio
-import threading
 
 import pytest
 
@@ -15,6 +13,8 @@ from stockade.events.recorder import StoreRecorder
 from stockade.events.store import Store
 from stockade.events.types import Action, Actor, ListRecorder, NetworkEvent
 from stockade.policy import compile_policy, load_policy_text, policy_sha256
+
+from ..support.threadloop import ThreadLoop
 
 CURL = "/usr/bin/curl"
 BASE = """\
@@ -58,16 +58,13 @@ def env(tmp_path):
     events = ListRecorder()
     live = LivePolicy(store=store, sandbox="sb", run_id=run_id, policy=policy, yaml_text=BASE, swap=proxy.swap,
                       recorder=events)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
+    loop = ThreadLoop()
     sock = tmp_path / "control.sock"
     server = ControlServer(sock, live.handlers(), sandbox="sb", recorder=events)
-    asyncio.run_coroutine_threadsafe(server.start(), loop).result(5)
+    loop.run(server.start(), 5)
     yield {"db": db, "store": store, "run_id": run_id, "proxy": proxy, "live": live, "sock": sock, "events": events}
-    asyncio.run_coroutine_threadsafe(server.close(), loop).result(5)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
+    loop.run(server.close(), 5)
+    loop.stop()
     store.close()
 
 

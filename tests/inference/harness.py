@@ -16,7 +16,6 @@ import os
 import socket
 import ssl
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,6 +25,8 @@ from stockade.inference import InferenceRouter, RouterConfig
 from stockade.inference.routes import Route
 from stockade.network.http1 import Data, EndOfMessage, ResponseReader, Signal
 from stockade.network.limits import Limits
+
+from ..support.threadloop import ThreadLoop
 
 ACTOR = Actor(binary="/usr/bin/python3", pid=42)
 CALLER_KEY = "sk-caller-key-that-must-never-reach-a-backend"
@@ -64,12 +65,8 @@ class RouterServer:
         self._dir = tempfile.TemporaryDirectory(prefix="stockade-inference-")
         self.path = os.path.join(self._dir.name, "inference.sock")
         self.router = InferenceRouter(routes, recorder=self.recorder, config=config, environ=environ)
-        if use_uvloop:
-            import uvloop
-            self.loop = uvloop.new_event_loop()
-        else:
-            self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._use_uvloop = use_uvloop
+        self._loop: ThreadLoop | None = None
         self._plain_tcp = plain_tcp
         self.tcp_port: int | None = None
         self._servers: list[asyncio.AbstractServer] = []
@@ -81,7 +78,11 @@ class RouterServer:
         await self.router.handle_connection(reader, writer, ACTOR, port=80)
 
     def start(self) -> RouterServer:
-        self._thread.start()
+        if self._use_uvloop:
+            import uvloop
+            self._loop = ThreadLoop(uvloop.new_event_loop())
+        else:
+            self._loop = ThreadLoop()
 
         async def listen() -> None:
             if self.mode == "proxy":
@@ -114,7 +115,8 @@ class RouterServer:
         self.proxy_port = sock.getsockname()[1]
 
     def call(self, coro: Any, timeout: float = 30) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        assert self._loop is not None, "start() the server first"
+        return self._loop.run(coro, timeout)
 
     def stop(self) -> None:
         async def shutdown() -> None:
@@ -127,8 +129,8 @@ class RouterServer:
         try:
             self.call(shutdown(), timeout=10)
         finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(10)
+            assert self._loop is not None
+            self._loop.stop()
             self._dir.cleanup()
 
     def __enter__(self) -> RouterServer:
