@@ -2,16 +2,19 @@
 
     fork the launcher first (main thread, no thread exists yet; it enters the namespaces and
     imports what init needs)  ->  fork the CA minter  ->  load the policy, check the run
-    options and decide the spec, send it  ->  receive the proxy listener (and a sock_diag
-    socket of the sandbox's netns) and the sandbox's /proc  ->  print the report  ->  let init
-    start the command  ->  start the services (the command's first connections wait in the
-    listener's backlog)  ->  forward signals, hand the terminal back and forth on Ctrl-Z,
-    enforce --timeout  ->  stop the services, recording the exit  ->  exit code (DESIGN.md §5).
+    options and decide the spec, send it  ->  start the services' thread (it opens the store
+    while this one waits)  ->  receive the proxy listener (and a sock_diag socket of the
+    sandbox's netns) and the sandbox's /proc  ->  print the report  ->  let init start the
+    command  ->  hand the services the listener (they register the run, then serve; the
+    command's first connections wait in the listener's backlog)  ->  forward signals, hand the
+    terminal back and forth on Ctrl-Z, enforce --timeout  ->  stop the services, recording the
+    exit  ->  exit code (DESIGN.md §5).
 
 The proxy, the event store and the control socket are plugged in through
-`serve_proxy(ProxyContext) -> Services` (stockade/services/): they run on their own thread while
-the main thread keeps the lifecycle, and hear about it through `started`, `timed_out` and
-`close`; a services failure (`failure_fd`) ends the sandbox with exit 125.
+`start_services(...) -> Services` and `Services.serve(ProxyContext)` (stockade/services/): they
+run on their own thread while the main thread keeps the lifecycle, and hear about it through
+`started`, `timed_out` and `close`; a services failure (`failure_fd`) ends the sandbox with
+exit 125.
 """
 
 from __future__ import annotations
@@ -99,16 +102,18 @@ class Services(Protocol):
     @property
     def failure_fd(self) -> int: ...  # readable once they failed
 
+    def serve(self, ctx: ProxyContext) -> None: ...  # the command is starting
     def started(self, pid: int) -> None: ...
     def timed_out(self) -> None: ...
     def close(self, exit_code: int | None = None, status: str = "exited") -> None: ...
 
 
-def serve_proxy(ctx: ProxyContext) -> Services:
-    """Start the sandbox's services (proxy, events, control socket) on their own thread."""
-    from .services import start_services
+def start_services(sandbox: str, policy: Policy, spec: SandboxSpec, inputs: ServiceInputs) -> Services:
+    """Start the sandbox's services (events, proxy, control socket) on their own thread; they
+    get ready while the sandbox starts, and serve once `serve(ctx)` hands them the listener."""
+    from .services import start_services as start
 
-    return start_services(ctx)
+    return start(sandbox, policy, spec, inputs)
 
 
 # -- the supervisor ---------------------------------------------------------------------------
@@ -163,53 +168,49 @@ class Supervisor:
 
     def run(self) -> int:
         from . import state
-        from .isolation.spec import NAMESPACES_ROOT, NAMESPACES_ROOTLESS, PROXY_PORT, Early
+        from .isolation import prefork
+        from .isolation.camint import fork_minter, private_fds
+        from .isolation.spec import PROXY_PORT
 
         self.name = state.validate_name(self.options.name) if self.options.name else state.generate_name()
-        landlock_mode = self.options.isolation == LANDLOCK_ONLY
-        host_listener = None
-        if landlock_mode:
-            from .isolation.namespaces import proxy_listener
+        # From the main thread (no other thread exists yet): the launcher, unless main() forked
+        # it already (isolation/prefork.py).
+        launcher = prefork.take(self.options.isolation)
+        if launcher is None:
+            host_listener = None
+            if self.options.isolation == LANDLOCK_ONLY:
+                from .isolation.namespaces import proxy_listener
 
-            host_listener = proxy_listener(port=0)
-        rootless = os.geteuid() != 0
-        early = Early(
-            isolation=self.options.isolation,
-            namespaces=() if landlock_mode else (NAMESPACES_ROOTLESS if rootless else NAMESPACES_ROOT),
-            uid=os.getuid(), gid=os.getgid(), supervisor_pid=os.getpid(),
-            proxy_port=host_listener.getsockname()[1] if host_listener else PROXY_PORT,
-        )
-        ctl, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        status_r, status_w = os.pipe2(os.O_CLOEXEC)
-        self.child = os.fork()  # first thing, from the main thread: no other thread exists yet
-        if self.child == 0:
-            ctl.close()
-            os.close(status_r)
-            if host_listener is not None:
-                host_listener.close()
-            from .isolation.launcher import child_main
-
-            child_main(early, ctl_child, status_w)
-        ctl_child.close()
-        os.close(status_w)
-        from .isolation.camint import fork_minter
-
+                host_listener = proxy_listener(port=0)
+            launcher = prefork.fork_launcher(self.options.isolation, host_listener, close=private_fds())
+        self.child, ctl, status_r, host_listener = launcher.pid, launcher.ctl, launcher.status_r, \
+            launcher.host_listener
         minter = fork_minter(self.name, close=(ctl.fileno(), status_r))  # the CA, on the other core
         wake_r = self._install_signals()
         try:
-            prepared, lock = self._prepare(early.proxy_port)
+            prepared, lock = self._prepare(host_listener.getsockname()[1] if host_listener else PROXY_PORT)
         except BaseException:
             self._abort()
             self._wait_child()
             raise
         spec = prepared.spec
+        services: Services | None = None
+        code, status = EXIT_STOCKADE_FAILURE, "failed"
         try:
             try:
                 channel.send(ctl, "spec", blob=_pickle(spec))
             except OSError:
                 return self._finish(status_r)  # the child died during its setup: it says why
-            return self._supervise(spec, prepared, ctl, status_r, wake_r, host_listener, minter)
+            services = start_services(self.name, self.policy, spec, self.inputs)
+            code = self._supervise(spec, prepared, ctl, status_r, wake_r, host_listener, minter, services)
+            status = self._run_status(code)
+            return code
+        except CommandFailed as exc:
+            code = exc.exit_code
+            raise
         finally:
+            if services is not None:
+                services.close(code, status)  # records the exit, if the command ran
             lock.release()
             if self.tls_dir:
                 import shutil
@@ -235,7 +236,10 @@ class Supervisor:
             policy = load_policy(self.options.policy_path) if text is None else \
                 load_policy_text(text, self.options.policy_path)
         else:
-            policy = load_policy(None)
+            from .policy.default import default_policy, default_policy_text
+
+            text = default_policy_text()  # revision 1 is the text, with its comments
+            policy = default_policy()
         self.policy = policy
         self.inputs = inputs = prepare_inputs(self.options.services, policy, text)
         lock = state.RunLock(self.name)
@@ -269,7 +273,8 @@ class Supervisor:
     # -- phases ------------------------------------------------------------------------------
 
     def _supervise(self, spec: SandboxSpec, prepared: Prepared, ctl: socket.socket, status_r: int,
-                   wake_r: int, host_listener: socket.socket | None, minter: tuple[int, int]) -> int:
+                   wake_r: int, host_listener: socket.socket | None, minter: tuple[int, int],
+                   services: Services) -> int:
         from .isolation.camint import receive
 
         try:
@@ -288,36 +293,28 @@ class Supervisor:
         assert listener is not None and setup.procfs is not None and setup.facts is not None
         processes = SandboxProcesses(self.child if spec.isolation == NAMESPACES else None,
                                      setup.init_pid or self.child)
-        services: Services | None = None
-        code, status = EXIT_STOCKADE_FAILURE, "failed"
-        try:
-            from .isolation.report import build_report, format_report
+        from .isolation.report import build_report, format_report
 
-            report = build_report(spec, prepared.notes, prepared.not_enforced, setup.facts, self.policy.source,
-                                  f"127.0.0.1:{listener.getsockname()[1]}")
-            if not self.options.quiet:
-                print(format_report(report), file=sys.stderr, flush=True)
-            if spec.hard and report.not_enforced:
-                self._abort()
-                raise CommandFailed("hard_requirement: not enforced: " + "; ".join(report.not_enforced),
-                                    EXIT_STOCKADE_FAILURE)
-            names = list(files)
-            channel.send(ctl, "start", {"files": [[n, len(files[n])] for n in names]},
-                         blob=b"".join(files[n] for n in names))
-            # After the start: the command's first connections wait in the listener's backlog,
-            # and the services' setup does not compete with the command's start for the GIL.
-            services = serve_proxy(ProxyContext(self.name, self.policy, listener, setup.procfs, ca, processes,
-                                                spec.isolation, spec, self.inputs, setup.diag))
-            self._loop(spec, ctl, status_r, wake_r, processes, services)
-            code = self._finish(status_r)
-            status = self._run_status(code)
-            return code
-        except CommandFailed as exc:
-            code = exc.exit_code
-            raise
-        finally:
-            if services is not None:
-                services.close(code, status)
+        report = build_report(spec, prepared.notes, prepared.not_enforced, setup.facts, self.policy.source,
+                              f"127.0.0.1:{listener.getsockname()[1]}")
+        if not self.options.quiet:
+            print(format_report(report), file=sys.stderr, flush=True)
+        if spec.hard and report.not_enforced:
+            self._abort()
+            raise CommandFailed("hard_requirement: not enforced: " + "; ".join(report.not_enforced),
+                                EXIT_STOCKADE_FAILURE)
+        if services.error is not None:  # e.g. an unwritable store: the command never starts
+            self.failures.append(SetupError("services", services.error))
+            self._abort()
+            return self._finish(status_r)
+        names = list(files)
+        channel.send(ctl, "start", {"files": [[n, len(files[n])] for n in names]},
+                     blob=b"".join(files[n] for n in names))
+        # After the start: the command's first connections wait in the listener's backlog.
+        services.serve(ProxyContext(self.name, self.policy, listener, setup.procfs, ca, processes,
+                                    spec.isolation, spec, self.inputs, setup.diag))
+        self._loop(spec, ctl, status_r, wake_r, processes, services)
+        return self._finish(status_r)
 
     def _await_ready(self, ctl: socket.socket, status_r: int, wake_r: int) -> _Setup | None:
         """Collect the listener, /proc and the facts; None when setup failed (or was interrupted)."""

@@ -2,7 +2,8 @@
 
 Each command group lives in its own module and is registered in COMMANDS below; importing a
 command module only when it runs keeps `stockade run` fast to start. The group itself is in
-group.py, so that `main()` can start the CA helper of `stockade run` before click is imported.
+group.py, so that `main()` can start the CA helper of `stockade run` before click is imported,
+and skip click altogether for the plain forms of `stockade run` (runfast.py).
 """
 
 from __future__ import annotations
@@ -24,16 +25,30 @@ COMMANDS: dict[str, str] = {
 
 
 def main() -> None:
-    if _starts_a_sandbox(sys.argv[1:]):
+    args = sys.argv[1:]
+    fast = None
+    if args[:1] == ["run"]:
+        from .runfast import parse
+
+        fast = parse(args[1:])  # None: click parses (help, errors, unusual spellings)
+    if fast is not None or _starts_a_sandbox(args):
         # The CA helper imports cryptography on the otherwise idle core while this process
-        # imports click and the supervisor (isolation/camint.py); a guess: a wrong one only
-        # costs a helper that exits without minting.
-        from ..isolation.camint import prestart
+        # imports the supervisor (isolation/camint.py); on click's path a guess: a wrong one
+        # only costs a helper that exits without minting.
+        from ..isolation.camint import prestart, private_fds
 
         prestart()
-    from .group import cli
+        if fast is not None:
+            from ..isolation.prefork import prefork
 
+            prefork(fast["isolation"], close=private_fds())  # the launcher, on the other core too
     try:
+        if fast is not None:
+            from .runfast import run_fast
+
+            run_fast(fast)  # never returns
+        from .group import cli
+
         cli(prog_name="stockade")
     finally:
         # Interpreter shutdown runs full garbage collections over every object left (~30 ms

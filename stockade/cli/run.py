@@ -1,12 +1,17 @@
-"""`stockade run`: run a command in a sandbox (thin: parse, call the supervisor, print, exit)."""
+"""`stockade run`: run a command in a sandbox (thin: parse, call the supervisor, print, exit).
+
+This is the click declaration: the help, the usage errors, and the options' reference. The plain
+forms of the command line skip click altogether (runfast.py, whose parser must accept exactly
+these options: tests/test_cli_runfast.py); both end in runfast.execute.
+"""
 
 from __future__ import annotations
 
-import sys
+import math
 
 import click
 
-from ..errors import EXIT_STOCKADE_FAILURE, StockadeError
+from .runfast import execute
 
 
 @click.command(context_settings={"allow_interspersed_args": False})
@@ -16,6 +21,7 @@ from ..errors import EXIT_STOCKADE_FAILURE, StockadeError
 @click.option("--workdir", default=None, metavar="DIR",
               help="Working directory of the command (default: the current directory).")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
+              callback=lambda ctx, param, value: _finite(value),
               help="Stop the command after S seconds (SIGTERM, then SIGKILL); exit code 124.")
 @click.option("-q", "--quiet", is_flag=True, help="Do not print the startup report.")
 @click.option("--isolation", type=click.Choice(["namespaces", "landlock"]), default="namespaces",
@@ -48,15 +54,13 @@ def run(policy_path: str | None, name: str | None, workdir: str | None, timeout:
     125 when stockade fails (bad policy, a layer that cannot be enforced); 126 when the
     command cannot be executed; 127 when it is not found.
     """
-    try:
-        from ..services.inputs import ServiceOptions
-        from ..supervisor import RunOptions, run_sandbox
+    execute(policy_path=policy_path, name=name, workdir=workdir, timeout=timeout, quiet=quiet,
+            isolation=isolation, secrets=secrets, upstream_ca=upstream_ca, inference_routes=inference_routes,
+            log_file=log_file, command=command)
 
-        services = ServiceOptions(secrets=secrets, upstream_ca=upstream_ca, inference_routes=inference_routes,
-                                  log_file=log_file)
-        code = run_sandbox(RunOptions(argv=command, policy_path=policy_path, name=name, workdir=workdir,
-                                      timeout=timeout, quiet=quiet, isolation=isolation, services=services))
-    except StockadeError as exc:
-        click.echo(f"stockade: {exc}", err=True)
-        sys.exit(exc.exit_code if exc.exit_code else EXIT_STOCKADE_FAILURE)
-    sys.exit(code)
+
+def _finite(value: float | None) -> float | None:
+    """FloatRange lets inf and nan through; the supervisor's timer needs a real deadline."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a number of seconds")
+    return value

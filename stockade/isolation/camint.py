@@ -80,6 +80,11 @@ def prestart() -> None:
     _prestarted = (pid, label_w, answer_r)
 
 
+def private_fds() -> tuple[int, ...]:
+    """The prestarted helper's pipe ends, which a process forked later must not keep."""
+    return _prestarted[1:] if _prestarted is not None else ()
+
+
 def fork_minter(label: str, close: tuple[int, ...] = ()) -> tuple[int, int]:
     """The helper for this sandbox: (its pid, the read end of its pipe), for `receive`.
 

@@ -21,7 +21,7 @@ from .channel import SetupError, report_failure
 from .landlock import preload as preload_landlock
 from .landlock import prepare as prepare_landlock
 from .mounts import build_view, seal_view, write_run_files
-from .seccomp import build_filter
+from .seccomp import Block, build_filter
 from .spec import SandboxSpec
 from .terminal import set_foreground
 
@@ -33,9 +33,11 @@ TO_GROUP = frozenset({signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGWI
 EXIT_SETUP = 125
 
 
-def run_init(spec: SandboxSpec, ctl: socket.socket, status_fd: int, lifeline_fd: int | None) -> NoReturn:
+def run_init(spec: SandboxSpec, ctl: socket.socket, status_fd: int, lifeline_fd: int | None,
+             prebuilt: tuple[tuple[Block, ...], object] | None = None) -> NoReturn:
+    """`prebuilt`: a seccomp filter the launcher compiled for a table, used if it is the spec's."""
     try:
-        code = _run(spec, ctl, status_fd, lifeline_fd)
+        code = _run(spec, ctl, status_fd, lifeline_fd, prebuilt)
     except SetupError as exc:
         report_failure(status_fd, exc)
         os._exit(EXIT_SETUP)
@@ -45,14 +47,18 @@ def run_init(spec: SandboxSpec, ctl: socket.socket, status_fd: int, lifeline_fd:
     os._exit(code)
 
 
-def _run(spec: SandboxSpec, ctl: socket.socket, status_fd: int, lifeline_fd: int | None) -> int:
+def _run(spec: SandboxSpec, ctl: socket.socket, status_fd: int, lifeline_fd: int | None,
+         prebuilt: tuple[tuple[Block, ...], object] | None) -> int:
     libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
     if _parent_gone(spec, lifeline_fd):
         os._exit(EXIT_SETUP)
     libc.prctl(libc.PR_SET_DUMPABLE, 0)
     wakeup = _install_handlers()
     try:
-        seccomp_filter = build_filter(spec.seccomp)
+        if prebuilt is not None and prebuilt[0] == spec.seccomp:
+            seccomp_filter = prebuilt[1]
+        else:
+            seccomp_filter = build_filter(spec.seccomp)
     except (OSError, ValueError) as exc:
         raise SetupError("seccomp", f"building the seccomp filter: {exc}") from None
     preload_landlock()

@@ -18,11 +18,14 @@ import os
 import pickle
 import signal
 import socket
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from . import channel, libc, namespaces
 from .channel import SetupError, report_failure
 from .spec import NAMESPACES, Early, SandboxSpec
+
+if TYPE_CHECKING:
+    from .seccomp import Block
 
 EXIT_SETUP = 125
 
@@ -35,10 +38,11 @@ def child_main(early: Early, ctl: socket.socket, status_fd: int) -> NoReturn:
             _launcher(early, ctl, status_fd)
         else:
             _preload()
+            prebuilt = _prebuild_filter()
             spec = _receive_spec(ctl)
             from .init import run_init
 
-            run_init(spec, ctl, status_fd, None)
+            run_init(spec, ctl, status_fd, None, prebuilt)
     except SetupError as exc:
         report_failure(status_fd, exc)
     except BaseException as exc:
@@ -64,6 +68,17 @@ def _preload() -> None:
     preload()
 
 
+def _prebuild_filter() -> tuple[tuple[Block, ...], object] | None:
+    """The default seccomp filter, compiled while the supervisor decides the spec (init uses
+    it when the spec's table is that one; otherwise, or if this fails, it compiles its own)."""
+    from .seccomp import DENYLIST, build_filter
+
+    try:
+        return DENYLIST, build_filter(DENYLIST)
+    except (OSError, ValueError):
+        return None
+
+
 def _receive_spec(ctl: socket.socket) -> SandboxSpec:
     msg = channel.recv(ctl)
     if msg is None or msg.kind != "spec":
@@ -80,6 +95,7 @@ def _launcher(early: Early, ctl: socket.socket, status_fd: int) -> NoReturn:
     listener = namespaces.proxy_listener(port=early.proxy_port)
     diag = namespaces.sock_diag_socket()  # bound to this netns, like the listener
     _preload()
+    prebuilt = _prebuild_filter()
     spec = _receive_spec(ctl)
     if "uts" in spec.namespaces:
         socket.sethostname(spec.name)
@@ -92,7 +108,7 @@ def _launcher(early: Early, ctl: socket.socket, status_fd: int) -> NoReturn:
             diag.close()
         from .init import run_init
 
-        run_init(spec, ctl, status_fd, lifeline_r)
+        run_init(spec, ctl, status_fd, lifeline_r, prebuilt)
     os.close(lifeline_r)
     fds = (listener.fileno(),) if diag is None else (listener.fileno(), diag.fileno())
     channel.send(ctl, "launcher", {"init_pid": init_pid}, fds=fds)

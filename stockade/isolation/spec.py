@@ -1,11 +1,14 @@
-"""Everything the sandbox's processes need, decided by the supervisor before it forks.
+"""Everything the sandbox's processes need, decided by the supervisor.
 
-Plain data: the launcher, init and the command's pre-exec code read it from their copy of the
-supervisor's memory (they are forks, not new interpreters), so nothing is serialised.
+Plain data. `Early` is what the launcher knows when it is forked, before the policy is loaded;
+the SandboxSpec is sent to it (pickled) once the supervisor has decided it. Init and the
+command's pre-exec code are forks of the launcher, not new interpreters: they read the spec
+from their copy of its memory.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -33,6 +36,15 @@ class Early:
     gid: int
     supervisor_pid: int
     proxy_port: int
+
+    @classmethod
+    def for_run(cls, isolation: str, supervisor_pid: int, host_port: int | None = None) -> Early:
+        """The supervisor's: `host_port` is its host-side listener's (landlock-only mode)."""
+        rootless = os.geteuid() != 0
+        return cls(isolation=isolation,
+                   namespaces=() if isolation == LANDLOCK_ONLY else (NAMESPACES_ROOTLESS if rootless else NAMESPACES_ROOT),
+                   uid=os.getuid(), gid=os.getgid(), supervisor_pid=supervisor_pid,
+                   proxy_port=host_port if host_port is not None else PROXY_PORT)
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,16 @@
         exec_info
 
 The supervisor's main thread keeps the sandbox's lifecycle and talks to this object only
-through `started`, `timed_out`, `failure_fd` and `close`. Setup runs on the thread while the
-command starts (the listener's backlog holds the command's first connections); a setup failure
-is reported through `failure_fd`, and the supervisor then kills the sandbox and exits 125:
-nothing is ever served half-configured. The run is registered first, without asyncio; a command
-that is over before the rest is up (`stockade run -- true`) does not wait for the proxy's
-imports (~0.4 s on a small machine): nothing can have connected to it.
+through `serve`, `started`, `timed_out`, `failure_fd` and `close`. The thread starts as soon as
+the sandbox's spec is sent: while the main thread waits for the CA and for init (it holds no
+GIL then), it imports the store and the events and opens the store. `serve(ctx)` comes once the
+command is started: the run is registered (it starts when the command does), then the proxy and
+the control socket come up while the command runs (the listener's backlog holds its first
+connections). A failure is reported through `failure_fd`, and the supervisor then kills the
+sandbox and exits 125: nothing is ever served half-configured. A command that is over before
+the proxy is up (`stockade run -- true`) does not wait for the proxy's imports (~0.4 s on a
+small machine, abandoned at the next module: warmup.py): nothing can have connected to it.
+Closed before `serve`, nothing is recorded (the sandbox never ran a command).
 """
 
 from __future__ import annotations
@@ -26,22 +30,29 @@ from typing import TYPE_CHECKING, Any
 from ..errors import EXIT_STOCKADE_FAILURE
 from .exec_info import exec_info
 from .inputs import ServiceInputs, describe, key_environment
+from .warmup import warm_up
 
 if TYPE_CHECKING:  # asyncio and the events are imported on the services' thread, not before
     import asyncio
 
     from ..events.types import Event
+    from ..isolation.spec import SandboxSpec
+    from ..policy.model import Policy
     from ..supervisor import ProxyContext
 
 CLOSE_TIMEOUT = 30.0  # the recorder's final flush included
+FAST_SWITCH_S = 0.0005  # the GIL's switch interval while the services get ready (default 5 ms)
 
 
 class Services:
-    def __init__(self, ctx: ProxyContext) -> None:
-        self.ctx = ctx
-        self.inputs: ServiceInputs = ctx.inputs
+    def __init__(self, sandbox: str, policy: Policy, spec: SandboxSpec, inputs: ServiceInputs) -> None:
+        self.sandbox, self.policy, self.spec = sandbox, policy, spec
+        self.inputs = inputs
+        self.ctx: ProxyContext | None = None  # set by serve()
         self.error: str | None = None
-        self.started_ms = time.time_ns() // 1_000_000
+        self.started_ms = 0
+        self._go = threading.Event()  # serve() or close()
+        self._policy_sha256 = ""
         self._lock = threading.Lock()
         self._recorder: Any = None
         self._pending: list[Event] = []  # recorded before the recorder exists
@@ -60,6 +71,10 @@ class Services:
         self.holder: Any = None
         self.tunnels_closed = 0  # by the last reload
         self._thread = threading.Thread(target=self._main, name="stockade-services", daemon=True)
+        # Until the proxy serves, this thread imports while the main thread starts the command and
+        # waits for it: the main thread gets the GIL back within FAST_SWITCH_S, not 5 ms, each time.
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(FAST_SWITCH_S)
         self._thread.start()
 
     # -- the supervisor's side (main thread) ------------------------------------------------
@@ -69,15 +84,23 @@ class Services:
         """Readable once setup failed (`error` says why)."""
         return self._fail_r
 
+    def serve(self, ctx: ProxyContext) -> None:
+        """The command is starting: register the run, then serve the proxy and the control socket."""
+        with self._lock:
+            self.ctx = ctx
+            self.started_ms = time.time_ns() // 1_000_000
+        self._go.set()
+
     def started(self, pid: int) -> None:
         from ..events.types import ProcessEvent
 
-        self.record(ProcessEvent("launch", self.ctx.spec.argv, pid=pid))
+        self.record(ProcessEvent("launch", self.spec.argv, pid=pid))
 
     def timed_out(self) -> None:
         from ..events.types import ProcessEvent
 
-        self.record(ProcessEvent("timeout", self.ctx.spec.argv, pid=self.ctx.processes.agent_pid))
+        assert self.ctx is not None
+        self.record(ProcessEvent("timeout", self.spec.argv, pid=self.ctx.processes.agent_pid))
 
     def close(self, exit_code: int | None = None, status: str = "exited") -> None:
         """Stop serving, record the exit, flush; the run is finished in the store."""
@@ -87,6 +110,7 @@ class Services:
             self._stopping = True
             self._outcome = (exit_code, status)
             loop, stop = self._loop, self._stop
+        self._go.set()
         if loop is not None and stop is not None:
             try:
                 loop.call_soon_threadsafe(_resolve, stop)
@@ -113,32 +137,45 @@ class Services:
 
     def _main(self) -> None:
         try:
+            self._open()
+            self._go.wait()
+            if self.ctx is None:
+                return  # closed before the command started: there is no run to record
             self._register()
-            if not self._stopping:
+            if not self._stopping and warm_up(lambda: self._stopping):
                 _run(self._serve())
             else:
                 self._register_policy()
         except Exception as exc:  # noqa: BLE001 - the supervisor kills the sandbox, exit 125
             self._fail(_message(exc))
         finally:
+            sys.setswitchinterval(self._switch_interval)
             exit_code, _status = self._outcome
-            if self._stopping and not self.error and self.ctx.processes.agent_pid is not None:
+            agent_pid = self.ctx.processes.agent_pid if self.ctx is not None else None
+            if self._stopping and not self.error and agent_pid is not None:
                 from ..events.types import ProcessEvent
 
-                self.record(ProcessEvent("exit", self.ctx.spec.argv, pid=self.ctx.processes.agent_pid,
-                                         exit_code=exit_code))
+                self.record(ProcessEvent("exit", self.spec.argv, pid=agent_pid, exit_code=exit_code))
             self._finish_run()
+
+    def _open(self) -> None:
+        """Before the command starts: the imports, the store, the policy's hash (the main thread
+        is waiting for the sandbox meanwhile)."""
+        from ..events.recorder import StoreRecorder  # noqa: F401 - imported now, used by _register
+        from ..events.store import Store
+        from ..events.types import ProcessEvent  # noqa: F401 - for started() and the exit
+        from ..policy.canonical import policy_sha256
+
+        self.store = Store.open_default()
+        self._policy_sha256 = policy_sha256(self.policy)
 
     def _register(self) -> None:
         """The run in the store and the recorder (no asyncio needed yet)."""
-        ctx = self.ctx
         from ..events.recorder import StoreRecorder
-        from ..events.store import Store
 
-        self.store = Store.open_default()
-        self.run_id = self.store.start_run(ctx.sandbox, pid=os.getpid(), command=ctx.spec.argv,
-                                           policy_source=ctx.policy.source, started_ms=self.started_ms)
-        recorder = StoreRecorder(ctx.sandbox, self.run_id, log_file=self.inputs.log_file,
+        self.run_id = self.store.start_run(self.sandbox, pid=os.getpid(), command=self.spec.argv,
+                                           policy_source=self.policy.source, started_ms=self.started_ms)
+        recorder = StoreRecorder(self.sandbox, self.run_id, log_file=self.inputs.log_file,
                                  flush_interval_s=self.inputs.proposal_flush_s).start()
         with self._lock:
             self._recorder = recorder
@@ -149,12 +186,14 @@ class Services:
     def _register_policy(self) -> None:
         """What LivePolicy records when the services come up, for a command that was faster."""
         from ..events.types import ConfigEvent
-        from ..policy.canonical import dump_policy, policy_sha256
 
-        policy = self.ctx.policy
-        sha = policy_sha256(policy)
-        rev = self.store.add_revision(self.ctx.sandbox, yaml_text=self.inputs.policy_text or dump_policy(policy),
-                                      sha256=sha, source=policy.source, run_id=self.run_id)
+        policy, sha, text = self.policy, self._policy_sha256, self.inputs.policy_text
+        if text is None:  # a Policy given as an object (the API), not loaded from a text
+            from ..policy.canonical import dump_policy
+
+            text = dump_policy(policy)
+        rev = self.store.add_revision(self.sandbox, yaml_text=text, sha256=sha, source=policy.source,
+                                      run_id=self.run_id)
         self.record(ConfigEvent("policy loaded", revision=rev.revision, sha256=sha))
 
     async def _serve(self) -> None:
@@ -168,6 +207,7 @@ class Services:
                 stop.set_result(None)
         try:
             await self._start()
+            sys.setswitchinterval(self._switch_interval)
             await stop
         finally:
             with self._lock:
@@ -176,6 +216,7 @@ class Services:
 
     async def _start(self) -> None:
         ctx, inputs, recorder = self.ctx, self.inputs, self._recorder
+        assert ctx is not None
         from ..inference import InferenceRouter, StoreRoutes
         from ..network.pipeline import PolicyHolder
         from ..network.server import ProxyServer
@@ -211,6 +252,7 @@ class Services:
         from ..network.identity import IdentityResolver
 
         ctx = self.ctx
+        assert ctx is not None
         # The root of the tree that counts is stockade's init: trusted (not scanned, not an ancestor).
         if ctx.isolation == LANDLOCK_ONLY:
             # The host's /proc: init is the command's parent; as a user, other users' processes
@@ -281,6 +323,7 @@ class Services:
 
     def status(self) -> dict[str, Any]:
         ctx, server = self.ctx, self.server
+        assert ctx is not None
         now = time.time_ns() // 1_000_000
         return {
             "sandbox": ctx.sandbox, "run_id": self.run_id, "supervisor_pid": os.getpid(),

@@ -1,4 +1,4 @@
-"""The contract with the proxy: `serve_proxy` gets a listener inside the sandbox's network
+"""The contract with the proxy: `Services.serve` gets a listener inside the sandbox's network
 namespace and an fd of the sandbox's /proc through which it can identify the connecting program."""
 
 from __future__ import annotations
@@ -14,36 +14,38 @@ from tests.sandbox.conftest import SANDBOX_PYTHON
 
 pytestmark = pytest.mark.sandbox
 
-# Runs stockade in-process with a serve_proxy that answers one connection after looking the
+# Runs stockade in-process with services that answer one connection after looking the
 # caller up through the procfs fd (as the proxy's identity code will).
 DRIVER = r'''
 import json, os, sys, threading
 import stockade.supervisor as sup
 
-def serve(ctx):
-    def loop():
-        conn, _ = ctx.listener.accept()
-        pid = ctx.processes.agent_pid
-        fd_dir = os.open(f"{pid}/fd", os.O_RDONLY | os.O_DIRECTORY, dir_fd=ctx.procfs)
-        with open(os.open(f"{pid}/net/tcp", os.O_RDONLY, dir_fd=ctx.procfs)) as f:
-            tcp = f.read()
-        seen = {"pid": pid, "exe": os.readlink(f"{pid}/exe", dir_fd=ctx.procfs), "fds": len(os.listdir(fd_dir)),
-                "port_in_tcp": ":0C38 " in tcp, "ca": ctx.ca.certificate_pem.startswith(b"-----BEGIN"),
-                "init_pid": ctx.processes.init_pid > 0, "sandbox": ctx.sandbox,
-                "diag": ctx.diag is not None}
-        os.close(fd_dir)
-        conn.sendall(json.dumps(seen).encode())
-        conn.close()
-    threading.Thread(target=loop, daemon=True).start()
+def start_services(sandbox, policy, spec, inputs):
     class Handle:  # the Services protocol
         error = None
         failure_fd = os.pipe()[0]
+        def serve(self, ctx):
+            threading.Thread(target=loop, args=(ctx,), daemon=True).start()
         def started(self, pid): pass
         def timed_out(self): pass
         def close(self, exit_code=None, status="exited"): pass
     return Handle()
 
-sup.serve_proxy = serve
+def loop(ctx):
+    conn, _ = ctx.listener.accept()
+    pid = ctx.processes.agent_pid
+    fd_dir = os.open(f"{pid}/fd", os.O_RDONLY | os.O_DIRECTORY, dir_fd=ctx.procfs)
+    with open(os.open(f"{pid}/net/tcp", os.O_RDONLY, dir_fd=ctx.procfs)) as f:
+        tcp = f.read()
+    seen = {"pid": pid, "exe": os.readlink(f"{pid}/exe", dir_fd=ctx.procfs), "fds": len(os.listdir(fd_dir)),
+            "port_in_tcp": ":0C38 " in tcp, "ca": ctx.ca.certificate_pem.startswith(b"-----BEGIN"),
+            "init_pid": ctx.processes.init_pid > 0, "sandbox": ctx.sandbox,
+            "diag": ctx.diag is not None}
+    os.close(fd_dir)
+    conn.sendall(json.dumps(seen).encode())
+    conn.close()
+
+sup.start_services = start_services
 from stockade.cli import main
 sys.argv = ["stockade", "run", "-q", "--name", "handoff", "--", *sys.argv[1:]]
 main()
