@@ -21,8 +21,15 @@ refused as `invalid_request`):
     policy_show     revision?: int               the live policy or one revision
     policy_set      yaml_text: str, source?: str, wait?: bool   hot reload (network_policies only)
     exec_info                                    what `stockade exec` needs to join the sandbox
+    exec_register   pid: int                     landlock-only mode: the caller's child, about
+                                                 to run an exec'd command, is served by the proxy
     rules_approve   id: int                      merge a pending proposal into the live policy
     rules_reject    id: int
+
+Handlers of PEER_OPS also get `peer`, the connection's Peer (its pidfd pinned for as long as
+the connection is open): what they grant depends on who asks. `vet_peer` adds the supervisor's
+own refusals to the namespace and uid checks (in the landlock-only mode the sandbox's processes
+share our namespaces and uid: the supervisor refuses those below its init).
 
 A handler returns a dict (merged into the reply) and reports failure by raising ControlError
 (code, detail and its `data` fields reach the client as they are) or StockadeError (code
@@ -59,9 +66,12 @@ OPS: dict[str, dict[str, tuple[type, bool]]] = {
     "policy_show": {"revision": (int, False)},
     "policy_set": {"yaml_text": (str, True), "source": (str, False), "wait": (bool, False)},
     "exec_info": {},
+    "exec_register": {"pid": (int, True)},
     "rules_approve": {"id": (int, True)},
     "rules_reject": {"id": (int, True)},
 }
+
+PEER_OPS = frozenset({"exec_register"})  # their handlers take `peer`
 
 Handler = Callable[..., "dict[str, Any] | None | Awaitable[dict[str, Any] | None]"]
 
@@ -165,16 +175,35 @@ class Peer:
     pid: int
     uid: int
     gid: int
+    # A pidfd of the peer (SO_PEERPIDFD, else pidfd_open right after accept): while it signals,
+    # `pid` still names the process that connected. Owned by the server; None: no pidfd support.
+    pidfd: int | None = None
 
 
-def _peer_of(sock: socket.socket) -> tuple[Peer, int | None]:
+def peer_alive(peer: Peer) -> bool:
+    """Whether the peer still runs (so its pid was not reused); True without a pidfd."""
+    if peer.pidfd is None:
+        return True
+    try:
+        signal.pidfd_send_signal(peer.pidfd, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _peer_of(sock: socket.socket) -> Peer:
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     pid, uid, gid = struct.unpack("3i", raw)
     try:
         pidfd: int | None = sock.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD)
-    except OSError:  # kernel before 6.5
-        pidfd = None
-    return Peer(pid, uid, gid), pidfd
+    except OSError:  # kernel before 6.5: pin what the pid names now (the peer, unless it already exited)
+        try:
+            pidfd = os.pidfd_open(pid) if pid > 0 else None
+        except OSError:
+            pidfd = None
+    return Peer(pid, uid, gid, pidfd)
 
 
 class ControlServer:
@@ -194,6 +223,7 @@ class ControlServer:
         recorder: Recorder | None = None,
         ops: Mapping[str, Mapping[str, tuple[type, bool]]] = OPS,
         idle_timeout_s: float = 300.0,
+        vet_peer: Callable[[Peer], str | None] | None = None,
     ) -> None:
         unknown = set(handlers) - set(ops)
         if unknown:
@@ -204,6 +234,7 @@ class ControlServer:
         self.recorder = recorder
         self.ops = ops
         self.idle_timeout_s = idle_timeout_s
+        self.vet_peer = vet_peer
         self.refused = 0
         self._server: asyncio.AbstractServer | None = None
         self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
@@ -250,29 +281,28 @@ class ControlServer:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def _vet(self, sock: socket.socket) -> str | None:
+    def _vet(self, sock: socket.socket) -> tuple[str | None, Peer | None]:
+        """(refusal, peer); the caller closes the peer's pidfd."""
         try:
-            peer, pidfd = _peer_of(sock)
+            peer = _peer_of(sock)
         except OSError as exc:
-            return f"cannot identify the peer: {exc}"
-        try:
-            if peer.pid <= 0:
-                return "the peer's process is not visible from here (another pid namespace)"
-            problem = peer_problem(peer.uid, os.geteuid(), namespaces(peer.pid), self._my_ns)
-            if problem is None and pidfd is not None:
-                try:  # the pid read above still names the process that connected
-                    signal.pidfd_send_signal(pidfd, 0)
-                except ProcessLookupError:
-                    problem = "the peer exited before it could be checked"
-                except PermissionError:
-                    problem = "the peer's process cannot be signalled by the sandbox owner"
-        finally:
-            if pidfd is not None:
-                os.close(pidfd)
+            return f"cannot identify the peer: {exc}", None
+        if peer.pid <= 0:
+            return "the peer's process is not visible from here (another pid namespace)", peer
+        problem = peer_problem(peer.uid, os.geteuid(), namespaces(peer.pid), self._my_ns)
+        if problem is None and self.vet_peer is not None:
+            problem = self.vet_peer(peer)
+        if problem is None and peer.pidfd is not None:
+            try:  # the pid read above still names the process that connected
+                signal.pidfd_send_signal(peer.pidfd, 0)
+            except ProcessLookupError:
+                problem = "the peer exited before it could be checked"
+            except PermissionError:
+                problem = "the peer's process cannot be signalled by the sandbox owner"
         if problem is not None:
             self._record_refusal(peer, problem)
-            return f"pid {peer.pid}: {problem}"
-        return None
+            return f"pid {peer.pid}: {problem}", peer
+        return None, peer
 
     def _record_refusal(self, peer: Peer, problem: str) -> None:
         self.refused += 1
@@ -292,8 +322,9 @@ class ControlServer:
         task = asyncio.current_task()
         assert task is not None
         self._connections[task] = writer
+        peer: Peer | None = None
         try:
-            refusal = self._vet(writer.get_extra_info("socket"))
+            refusal, peer = self._vet(writer.get_extra_info("socket"))
             if refusal is not None:
                 writer.write(encode_reply(error_reply("peer_refused", f"control socket refused: {refusal}")))
                 await writer.drain()
@@ -310,11 +341,13 @@ class ControlServer:
                     return
                 if not line.strip():
                     continue
-                writer.write(await self.handle_line(line))
+                writer.write(await self.handle_line(line, peer))
                 await writer.drain()
         except (asyncio.TimeoutError, ConnectionError, OSError):
             pass
         finally:
+            if peer is not None and peer.pidfd is not None:
+                os.close(peer.pidfd)
             del self._connections[task]
             writer.close()
             try:
@@ -322,13 +355,13 @@ class ControlServer:
             except (ConnectionError, OSError):
                 pass
 
-    async def handle_line(self, line: bytes) -> bytes:
-        """One request line → one reply line. Never raises."""
+    async def handle_line(self, line: bytes, peer: Peer | None = None) -> bytes:
+        """One request line → one reply line. Never raises. `peer`: who sent it (PEER_OPS need it)."""
         req_id = None
         try:
             request = parse_request(line, self.ops)
             req_id = request.id
-            reply = await self._dispatch(request)
+            reply = await self._dispatch(request, peer)
         except ControlError as exc:
             reply = error_reply(exc.error, exc.detail, {**exc.data, **_hint(exc)})
         except StockadeError as exc:
@@ -337,13 +370,18 @@ class ControlServer:
             reply = error_reply("internal", f"{type(exc).__name__}: {exc}")
         return encode_reply(reply, req_id)
 
-    async def _dispatch(self, request: Request) -> dict[str, Any]:
+    async def _dispatch(self, request: Request, peer: Peer | None = None) -> dict[str, Any]:
         if request.op == "ping" and "ping" not in self.handlers:
             return {"ok": True, "pid": os.getpid(), "sandbox": self.sandbox}
         handler = self.handlers.get(request.op)
         if handler is None:
             raise ControlError("unsupported", f"this sandbox does not support {request.op!r}")
-        result = handler(**request.params)
+        if request.op in PEER_OPS:
+            if peer is None:
+                raise ControlError("peer_refused", f"{request.op!r} needs a vetted peer")
+            result = handler(peer=peer, **request.params)
+        else:
+            result = handler(**request.params)
         if inspect.isawaitable(result):
             result = await result
         if result is None:

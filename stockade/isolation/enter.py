@@ -24,8 +24,11 @@ When the sandbox ends, the kernel kills everything in its pid namespace, the exe
 included. In the landlock-only mode there is nothing to join: the command gets the same
 Landlock (with the proxy-port TCP rule), seccomp and environment, dies with us
 (PR_SET_PDEATHSIG), and we end it, and whatever it left behind, when the sandbox's init exits.
-Its connections reach the proxy's port but are refused there (identity `outside_root`): the
-proxy only attributes connections to processes below the sandbox's init, which ours is not.
+The proxy attributes host-side connections only to processes below the sandbox's init or a
+registered exec root, so before the forked child may go on (it waits on a pipe), we register
+it over the control socket (`exec_register`): the supervisor checks that it is our child and
+makes us a trusted root as init is (services/exec_info.py: ExecRoots), until it exits. Its
+connections, and its descendants', are then decided by the policy as the sandbox's are.
 
 The command gets a Landlock domain of its own: with ABI 6 scoping it cannot signal the sandbox's
 first command, nor reach its abstract Unix sockets (and the reverse).

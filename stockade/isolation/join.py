@@ -154,11 +154,6 @@ def run(target: Target, argv: tuple[str, ...], workdir: str | None = None) -> in
     seccomp_filter = _compile_seccomp(target)  # binds libseccomp before the view hides it
     preload_landlock()
     watch = pin(target, target.launcher_pid or target.init_pid)
-    if target.isolation == LANDLOCK_ONLY:
-        # The proxy attributes a host-side connection only to processes below the sandbox's init,
-        # and ours is not: it fails closed.
-        sys.stderr.write(f"stockade: note: sandbox {target.name} runs with --isolation landlock: the proxy "
-                         "refuses this command's connections (it is not below the sandbox's init)\n")
     if target.isolation == NAMESPACES:
         fds = open_namespaces(target, watch)
         try:
@@ -211,6 +206,7 @@ class _Session:
         wake_r = _install_signals()
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
         subreaper = self.target.isolation == LANDLOCK_ONLY  # no pid namespace holds what it leaves behind
+        go_r, go_w = os.pipe2(os.O_CLOEXEC) if subreaper else (-1, -1)
         if subreaper:
             libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
         try:
@@ -221,6 +217,8 @@ class _Session:
             os.close(status_r)
             os.close(wake_r)
             os.close(self.watch)
+            if subreaper:
+                _wait_for_registration(go_r, go_w)
             run_command(self.cmd, self.landlock, self.seccomp_filter, status_w)
         os.close(status_w)
         self.landlock.ruleset = None
@@ -229,6 +227,11 @@ class _Session:
         except OSError:
             pass
         try:
+            if subreaper:
+                os.close(go_r)
+                _register(self.target, self.pid)
+                os.write(go_w, b"\x01")  # registered: the command may start (and connect)
+                os.close(go_w)
             if self.target.isolation == NAMESPACES and self.target.rootless:
                 privileges.clear_capabilities()  # ours in the sandbox's user namespace: not needed now
             status = self._wait(wake_r, status_r)
@@ -320,6 +323,36 @@ class _Session:
         """The kernel killed the command because the sandbox's pid namespace ended (the launcher
         exits right after init, which waits for us to reap the command: give it a moment)."""
         return self.ended or bool(select.select([self.watch], [], [], 0.5)[0])
+
+
+def _wait_for_registration(go_r: int, go_w: int) -> None:
+    """The command's side of exec_register (landlock-only mode): nothing of it runs, so nothing
+    connects, before the proxy knows it. EOF means our parent failed or died: end here."""
+    os.close(go_w)
+    try:
+        go = os.read(go_r, 1)
+    except OSError:
+        go = b""
+    if go != b"\x01":
+        os._exit(EXIT_STOCKADE_FAILURE)
+    os.close(go_r)
+
+
+def _register(target: Target, pid: int) -> None:
+    """Have the sandbox's proxy serve our child `pid` as it serves the sandbox's own command:
+    with no pid namespace to join, it is not below the sandbox's init (see exec_info.ExecRoots)."""
+    from .. import control, state
+
+    try:
+        control.call(state.control_socket_path(target.name), "exec_register", pid=pid, timeout=15)
+    except control.ControlError as exc:
+        if exc.error in ("unknown_op", "unsupported"):  # a sandbox of an older stockade: fail closed there
+            sys.stderr.write(f"stockade: note: sandbox {target.name} cannot register exec'd commands: its proxy "
+                             "refuses this command's connections (it is not below the sandbox's init)\n")
+            return
+        if exc.error == "unavailable":
+            raise _ended(target) from None
+        raise ExecFailed(f"sandbox {target.name!r} refused to serve the command ({exc.error}): {exc.detail}") from None
 
 
 def _install_signals() -> int:

@@ -18,8 +18,11 @@ from).
 from __future__ import annotations
 
 import errno
+import itertools
 import os
+import signal
 import socket
+import threading
 from dataclasses import dataclass
 
 from .procfs import (
@@ -107,6 +110,9 @@ class IdentityResolver:
     could not read it, and every lookup would fail), and it is not an ancestor: it runs
     stockade's interpreter, so a policy granting that interpreter (/usr/bin/python3) would
     otherwise grant it to every process of the sandbox.
+    `add_root` adds more trusted roots on the host: a `stockade exec` process (landlock-only
+    mode), parent and subreaper of its command as init is of the sandbox's. Each is pinned by a
+    pidfd and counts only while that process lives, so a reused pid is never taken for it.
     `scan_threads` also reads the fd tables of non-leader threads: a thread created without
     CLONE_FILES (or after unshare(CLONE_FILES)) has a private fd table that /proc/<pid>/fd does
     not show, and could otherwise hide a second owner of the socket. `skip_unreadable` skips
@@ -134,6 +140,68 @@ class IdentityResolver:
         self.hasher = hasher if hasher is not None else BinaryHasher()
         self.scan_threads = scan_threads
         self.skip_unreadable = skip_unreadable
+        # token -> (pid, pidfd) of the extra trusted roots; added and dropped on the proxy's loop
+        # while lookups run on worker threads, hence the lock (a pidfd is never used once closed).
+        self._roots: dict[int, tuple[int, int]] = {}
+        self._roots_lock = threading.Lock()
+        self._tokens = itertools.count(1)
+
+    # -- extra trusted roots -------------------------------------------------------------------
+
+    def add_root(self, pid: int, pidfd: int) -> int:
+        """Trust `pid` as a root while the process behind `pidfd` lives; the resolver owns the
+        pidfd from now on. Returns the token that drop_root takes."""
+        with self._roots_lock:
+            token = next(self._tokens)
+            self._roots[token] = (pid, pidfd)
+        return token
+
+    def drop_root(self, token: int) -> None:
+        with self._roots_lock:
+            entry = self._roots.pop(token, None)
+            if entry is not None:
+                os.close(entry[1])
+
+    def root_count(self) -> int:
+        with self._roots_lock:
+            return len(self._roots)
+
+    def is_root(self, pid: int) -> bool:
+        """Whether `pid` is a trusted root right now: init, or an extra root still alive (so
+        the pid still names the pinned process, not a newcomer that reused it)."""
+        if pid == self.root_pid and self.trusted_root:
+            return True
+        with self._roots_lock:
+            return any(p == pid and pidfd_alive(fd) for p, fd in self._roots.values())
+
+    def _extra_roots(self) -> set[int]:
+        with self._roots_lock:
+            return {p for p, fd in self._roots.values() if pidfd_alive(fd)}
+
+    def below_root(self, pid: int) -> bool:
+        """Whether host process `pid` descends from init or an extra root (it runs in the
+        sandbox; a root itself does not). The chain is pinned as in `_ancestors`; a chain that
+        changes while it is walked counts as below (callers refuse on True: fail closed)."""
+        opened: list[_Proc] = []
+        try:
+            try:
+                cur = _Proc(pid, os.open(str(pid), _O_DIR, dir_fd=self.proc_fd))
+            except OSError:
+                return True
+            opened.append(cur)
+            for _ in range(4096):  # pid_max bounds a real chain; this bounds a corrupt one
+                ppid = self._ppid(cur)
+                if ppid == 0 or ppid == cur.pid:
+                    return False  # the top of the host's tree, without meeting a root
+                if self.is_root(ppid):
+                    return True
+                cur = self._parent(cur, ppid, opened)
+            return True
+        except IdentityError:
+            return True
+        finally:
+            for proc in opened:
+                os.close(proc.fd)
 
     def resolve(self, client: tuple[str, int], server: tuple[str, int]) -> Identity:
         """Blocking (procfs reads, maybe a first-time hash): run it in a thread pool."""
@@ -188,11 +256,12 @@ class IdentityResolver:
     def _holders(self, inode: int, opened: list[_Proc]) -> list[_Proc]:
         target = f"socket:[{inode}]"
         holders = []
-        skip = str(self.root_pid) if self.trusted_root else None
+        extra = self._extra_roots()
+        skip = {str(p) for p in extra} | ({str(self.root_pid)} if self.trusted_root else set())
         for name in _listdir(".", self.proc_fd):
             # The scan goes by path (cheap); only a holder is pinned, then checked again through
             # its pinned fd, so a pid reused in between cannot stand in for the real holder.
-            if not name.isdigit() or name == skip or not self._holds(self.proc_fd, f"{name}/", name, target):
+            if not name.isdigit() or name in skip or not self._holds(self.proc_fd, f"{name}/", name, target):
                 continue
             try:
                 pfd = os.open(name, _O_DIR, dir_fd=self.proc_fd)
@@ -204,6 +273,9 @@ class IdentityResolver:
             opened.append(proc)
             if self._holds(pfd, "", name, target):
                 holders.append(proc)
+        # A skipped root that exited meanwhile may have had its pid reused by a holder we skipped.
+        if extra and not extra <= self._extra_roots():
+            raise IdentityError("ancestor_changed", "an exec root exited during the lookup")
         return holders
 
     def _holds(self, dir_fd: int, prefix: str, pid: str, target: str) -> bool:
@@ -264,6 +336,19 @@ class IdentityResolver:
                 "ancestor_changed", f"cannot read the parent of pid {proc.pid}: {exc}"
             ) from exc
 
+    def _parent(self, cur: _Proc, ppid: int, opened: list[_Proc]) -> _Proc:
+        try:
+            pfd = os.open(str(ppid), _O_DIR, dir_fd=self.proc_fd)
+        except OSError as exc:
+            raise IdentityError("ancestor_changed", f"parent {ppid} of {cur.pid} is gone") from exc
+        parent = _Proc(ppid, pfd)
+        opened.append(parent)
+        # If the parent died and its pid was reused before we opened it, `cur` has been
+        # reparented by now: re-reading its PPid proves the fd we hold is the real parent.
+        if self._ppid(cur) != ppid:
+            raise IdentityError("ancestor_changed", f"pid {cur.pid} was reparented")
+        return parent
+
     def _ancestors(self, proc: _Proc, opened: list[_Proc]) -> list[_Proc]:
         chain: list[_Proc] = []
         cur = proc
@@ -272,24 +357,16 @@ class IdentityResolver:
             ppid = self._ppid(cur)
             if ppid == 0 or ppid in seen:
                 break  # the parent is outside this pid namespace (or a corrupt loop)
+            # stockade's init or a `stockade exec` process: not the command's ancestor. An exec
+            # root is checked alive *after* PPid was read, so the pid was its own at that time.
+            if self.is_root(ppid):
+                break
             if ppid == 1 and self.root_pid != 1:
                 # Reached init without meeting root_pid: not the agent's tree (host modes).
                 raise IdentityError(
                     "outside_root", f"pid {proc.pid} does not descend from pid {self.root_pid}"
                 )
-            if ppid == self.root_pid and self.trusted_root:
-                break  # stockade's init: not the command's ancestor
-            try:
-                pfd = os.open(str(ppid), _O_DIR, dir_fd=self.proc_fd)
-            except OSError as exc:
-                raise IdentityError("ancestor_changed", f"parent {ppid} of {cur.pid} is gone") \
-                    from exc
-            parent = _Proc(ppid, pfd)
-            opened.append(parent)
-            # If the parent died and its pid was reused before we opened it, `cur` has been
-            # reparented by now: re-reading its PPid proves the fd we hold is the real parent.
-            if self._ppid(cur) != ppid:
-                raise IdentityError("ancestor_changed", f"pid {cur.pid} was reparented")
+            parent = self._parent(cur, ppid, opened)
             self._read_exe(parent)
             chain.append(parent)
             seen.add(ppid)
@@ -331,3 +408,14 @@ class IdentityResolver:
                 if path not in exclude:
                     paths.setdefault(path)
         return tuple(paths)
+
+
+def pidfd_alive(pidfd: int) -> bool:
+    """Whether the process behind a pidfd still runs (a zombie still holds its pid)."""
+    try:
+        signal.pidfd_send_signal(pidfd, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, just not ours to signal
+    return True

@@ -1,6 +1,8 @@
 """The `exec_info` control op: what `stockade exec NAME -- COMMAND` needs to join a running
 sandbox. The `exec` key is stockade exec's own description of the sandbox's layers
-(isolation/enter.py: exec_info_payload); the rest is a summary for humans and tools."""
+(isolation/enter.py: exec_info_payload); the rest is a summary for humans and tools.
+And `exec_register` (ExecRoots): in the landlock-only mode, the proxy serves an exec'd command.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +10,9 @@ import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ..control import Peer
     from ..isolation.spec import SandboxSpec
+    from ..network.identity import IdentityResolver
     from ..supervisor import SandboxProcesses
 
 
@@ -32,3 +36,108 @@ def exec_info(spec: SandboxSpec, processes: SandboxProcesses) -> dict[str, Any]:
         "groups": list(run_as.groups) if run_as else [],
         "exec": exec_info_payload(spec, processes),
     }
+
+
+# -- exec_register: the proxy serves an exec'd command (landlock-only mode) -------------------
+
+MAX_EXEC_ROOTS = 256  # live `stockade exec` sessions per sandbox: bounds the pidfds we hold
+
+
+class ExecRoots:
+    """`exec_register` and the peer check behind it, for the landlock-only mode.
+
+    With no pid namespace to join, a `stockade exec` command runs on the host as the child of the
+    `stockade exec` process, not below the sandbox's init, and the proxy would refuse its
+    connections (`outside_root`). That process forks the command, which waits on a pipe, names
+    it here, and lets it go once registered. The claim is checked: the pid must be a live child
+    of the connection's peer (pinned by its pidfd), itself not a sandboxed process. The peer
+    then becomes a trusted root of the resolver, as init is: parent and subreaper of its
+    command, never scanned nor an ancestor (it runs stockade's interpreter). It stays one until
+    the command exits: the command's pidfd is watched on the loop.
+
+    A sandboxed process shares our uid and namespaces in this mode, so `refuse_sandboxed` is
+    the control socket's `vet_peer` there: a peer below init or a registered root is refused
+    for every op, this one included.
+    """
+
+    def __init__(self, resolver: IdentityResolver, isolation: str) -> None:
+        self.resolver = resolver
+        self.isolation = isolation
+        self._watched: dict[int, int] = {}  # command pidfd -> resolver token
+
+    def refuse_sandboxed(self, peer: Peer) -> str | None:
+        if self.resolver.below_root(peer.pid):
+            return "it runs in the sandbox (below its init or a `stockade exec` command)"
+        return None
+
+    def register(self, peer: Peer, pid: int) -> dict[str, Any]:
+        import asyncio
+
+        from ..control import ControlError
+        from ..isolation.spec import LANDLOCK_ONLY
+
+        if self.isolation != LANDLOCK_ONLY:
+            raise ControlError("unsupported", "only the landlock-only mode needs exec_register "
+                               "(an exec'd command joins the sandbox's pid namespace)")
+        if len(self._watched) >= MAX_EXEC_ROOTS:
+            raise ControlError("too_many", f"{MAX_EXEC_ROOTS} `stockade exec` commands already run here")
+        command_fd, root_fd = _verify_child(peer, pid)
+        token = self.resolver.add_root(peer.pid, root_fd)
+        self._watched[command_fd] = token
+        asyncio.get_running_loop().add_reader(command_fd, self._ended, command_fd)
+        return {"pid": pid, "root_pid": peer.pid}
+
+    def _ended(self, command_fd: int) -> None:
+        import asyncio
+
+        asyncio.get_running_loop().remove_reader(command_fd)
+        self._drop(command_fd)
+
+    def _drop(self, command_fd: int) -> None:
+        token = self._watched.pop(command_fd, None)
+        os.close(command_fd)
+        if token is not None:
+            self.resolver.drop_root(token)
+
+
+def _verify_child(peer: Peer, pid: int) -> tuple[int, int]:
+    """(pidfd of `pid`, pidfd of the peer), once `pid` is proven a live child of the peer.
+
+    Each pid is pinned before it is read about, and proven alive after: a process that exited
+    and whose pid was reused in between is never mistaken for the one that was asked about."""
+    from ..control import ControlError, peer_alive
+    from ..network.identity import pidfd_alive as _alive
+    from ..network.procfs import parse_ppid
+
+    def refuse(why: str) -> ControlError:
+        return ControlError("refused", f"exec_register of pid {pid}: {why}")
+
+    if pid <= 0 or pid == peer.pid:
+        raise refuse("not a child of the caller")
+    try:
+        command_fd = os.pidfd_open(pid)
+    except OSError as exc:  # ESRCH, or EINVAL for a thread id
+        raise refuse(f"no such process ({exc.strerror})") from None
+    try:
+        try:
+            with open(f"/proc/{pid}/status", "rb") as f:
+                ppid = parse_ppid(f.read(1 << 16))
+        except (OSError, ValueError):
+            raise refuse("its status cannot be read") from None
+        if not _alive(command_fd):
+            raise refuse("it exited")  # the status read may have been another process's
+        if ppid != peer.pid:
+            raise refuse(f"not a child of the caller (pid {peer.pid}); its parent is {ppid}")
+        if peer.pidfd is not None:
+            root_fd = os.dup(peer.pidfd)  # ours to keep: the server closes its own with the connection
+        else:
+            root_fd = os.pidfd_open(peer.pid)  # no SO_PEERPIDFD: the child still proves it is the peer
+        # The child's parent is still the peer (neither exited): the root pidfd is the right process.
+        if not (peer_alive(peer) and _alive(root_fd) and _alive(command_fd)):
+            os.close(root_fd)
+            raise refuse("it or the caller exited")
+        return command_fd, root_fd
+    except BaseException:
+        os.close(command_fd)
+        raise
+

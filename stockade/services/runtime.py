@@ -236,15 +236,22 @@ class Services:
 
         from ..control import ControlServer
         from ..events.live_policy import LivePolicy
+        from ..isolation.spec import LANDLOCK_ONLY
         from ..state import control_socket_path
+        from .exec_info import ExecRoots
 
         self.live = LivePolicy(store=self.store, sandbox=ctx.sandbox, run_id=self.run_id,
                                policy=ctx.policy, yaml_text=inputs.policy_text, swap=self._swap,
                                recorder=recorder)
         handlers = {**self.live.handlers(), "policy_set": self._policy_set, "status": self.status,
                     "exec_info": lambda: exec_info(ctx.spec, ctx.processes)}
+        vet_peer = None
+        if ctx.isolation == LANDLOCK_ONLY:  # the sandbox shares our namespaces: ExecRoots vets peers
+            exec_roots = ExecRoots(self.server.identity, ctx.isolation)
+            handlers["exec_register"] = exec_roots.register
+            vet_peer = exec_roots.refuse_sandboxed
         self.control = ControlServer(control_socket_path(ctx.sandbox), handlers, sandbox=ctx.sandbox,
-                                     recorder=recorder)
+                                     recorder=recorder, vet_peer=vet_peer)
         await self.control.start()
 
     def _identity(self) -> Any:
