@@ -357,6 +357,72 @@ def test_a_trusted_root_is_neither_scanned_nor_an_ancestor(proc_fd: int, listene
         assert err.value.code == "no_owner"
 
 
+def test_an_added_root_is_trusted_like_init_while_it_lives(proc_fd: int, listener: socket.socket) -> None:
+    """A `stockade exec` process in the landlock-only mode: outside init's tree, its subtree is
+    served once it is added, with the walk stopping below it, and only while it lives."""
+    port = listener.getsockname()[1]
+    script = f"{sys.executable} -c '{CLIENT}' 127.0.0.1 {port} 4 hold; true"
+    init = subprocess.Popen([SLEEP, "60"])  # the sandbox's init: another tree
+    try:
+        with spawn([SH, "-c", script]) as sh:
+            assert sh.stdout is not None and sh.stdout.readline().strip() == "ready"
+            conn, peer = listener.accept()
+            with conn:
+                local = conn.getsockname()
+                r = IdentityResolver(proc_fd, root_pid=init.pid, trusted_root=True)
+                with pytest.raises(IdentityError) as err:
+                    r.resolve(peer, local)
+                assert err.value.code == "outside_root"
+                assert not r.below_root(sh.pid)
+                token = r.add_root(sh.pid, os.pidfd_open(sh.pid))
+                ident = r.resolve(peer, local)
+                assert (ident.binary, ident.ancestors, ident.ancestor_pids) == (PYTHON, (), ())
+                assert r.is_root(sh.pid) and not r.below_root(sh.pid)  # a root runs outside
+                assert r.below_root(ident.pid) and not r.below_root(os.getpid())
+                r.drop_root(token)
+                with pytest.raises(IdentityError) as err:
+                    r.resolve(peer, local)
+                assert err.value.code == "outside_root"
+                # Added again, but from a process that is gone: its pid no longer counts.
+                gone = subprocess.Popen(["true"])
+                gone_fd = os.pidfd_open(gone.pid)
+                gone.wait()
+                r.add_root(sh.pid, gone_fd)
+                assert not r.is_root(sh.pid) and r.root_count() == 1
+                with pytest.raises(IdentityError) as err:
+                    r.resolve(peer, local)
+                assert err.value.code == "outside_root"
+    finally:
+        init.kill()
+        init.wait()
+
+
+def test_an_added_root_is_not_scanned_and_its_ancestors_do_not_count(proc_fd: int,
+                                                                       listener: socket.socket) -> None:
+    """The root never owns a socket (a socket only it holds has no owner), and what is above it
+    (the user's shell, the terminal) is never an ancestor."""
+    own = socket.create_connection(listener.getsockname()[:2])
+    conn, peer = listener.accept()
+    init = subprocess.Popen([SLEEP, "60"])
+    try:
+        with own, conn:
+            local = conn.getsockname()
+            r = IdentityResolver(proc_fd, root_pid=init.pid, trusted_root=True)
+            with pytest.raises(IdentityError) as err:
+                r.resolve(peer, local)
+            assert err.value.code == "outside_root"  # us, outside init's tree
+            r.add_root(os.getpid(), os.pidfd_open(os.getpid()))
+            with pytest.raises(IdentityError) as err:
+                r.resolve(peer, local)
+            assert err.value.code == "no_owner"
+        with client(listener) as (proc, _conn, cpeer, clocal):
+            ident = r.resolve(cpeer, clocal)
+            assert (ident.pid, ident.ancestors) == (proc.pid, ())
+    finally:
+        init.kill()
+        init.wait()
+
+
 def test_process_outside_the_root_tree_is_refused(proc_fd: int, listener: socket.socket) -> None:
     with client(listener) as (_proc, _conn, peer, local):
         other = subprocess.Popen([SLEEP, "30"])  # a sibling tree: not an ancestor of the client
