@@ -291,7 +291,10 @@ class ControlServer:
             return "the peer's process is not visible from here (another pid namespace)", peer
         problem = peer_problem(peer.uid, os.geteuid(), namespaces(peer.pid), self._my_ns)
         if problem is None and self.vet_peer is not None:
-            problem = self.vet_peer(peer)
+            try:
+                problem = self.vet_peer(peer)
+            except Exception as exc:  # noqa: BLE001 - a check that cannot decide refuses
+                problem = f"it cannot be checked ({type(exc).__name__}: {exc})"
         if problem is None and peer.pidfd is not None:
             try:  # the pid read above still names the process that connected
                 signal.pidfd_send_signal(peer.pidfd, 0)
