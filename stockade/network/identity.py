@@ -373,7 +373,16 @@ class IdentityResolver:
             cur = parent
         if self.root_pid != 1 and cur.pid == 1:
             raise IdentityError("outside_root", f"pid 1 does not descend from {self.root_pid}")
+        if len(chain) >= MAX_ANCESTORS and cur.pid != self.root_pid and not self._at_top(cur):
+            # Unwalked ancestors: on the host, descent from the root is unproven; in a sandbox,
+            # the chain would lack the ancestors that policies name. Either way, refuse.
+            raise IdentityError("too_deep", f"pid {proc.pid} has more than {MAX_ANCESTORS} ancestors")
         return chain
+
+    def _at_top(self, proc: _Proc) -> bool:
+        """Whether `proc`'s parent ends the walk (a root, or outside this pid namespace)."""
+        ppid = self._ppid(proc)
+        return ppid == 0 or ppid == self.root_pid or self.is_root(ppid)
 
     def _identity(self, inode: int, holders: list[_Proc], chains: list[list[_Proc]]) -> Identity:
         # Same binary everywhere. Ancestors may still differ (an fd passed between subtrees):

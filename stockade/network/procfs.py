@@ -18,7 +18,7 @@ class IdentityError(Exception):
     """Why a connection could not be attributed to a binary; every code means deny.
 
     Codes: bad_address, no_socket, no_owner, ambiguous_owner, proc_unreadable, exe_unreadable,
-    binary_changed, binary_unstable, ancestor_changed, outside_root.
+    binary_changed, binary_unstable, ancestor_changed, outside_root, too_deep.
     """
 
     def __init__(self, code: str, message: str) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from stockade.network.identity import IdentityResolver
+from stockade.network.identity import MAX_ANCESTORS, IdentityResolver
 from stockade.network.procfs import (
     IdentityError,
     argv_paths,
@@ -433,6 +433,37 @@ def test_process_outside_the_root_tree_is_refused(proc_fd: int, listener: socket
             other.kill()
             other.wait()
     assert err.value.code == "outside_root"
+
+
+DEEP_CLIENT = """
+import os, socket, sys
+for _ in range(int(sys.argv[2])):  # each level forks the next and waits for it
+    pid = os.fork()
+    if pid:
+        os.waitpid(pid, 0)
+        os._exit(0)
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.parametrize("depth", [MAX_ANCESTORS - 2, MAX_ANCESTORS + 6])
+def test_a_chain_deeper_than_the_cap_is_refused(proc_fd: int, listener: socket.socket, depth: int) -> None:
+    """Unwalked ancestors would leave descent from the root unproven (an attacker's way to look
+    like the agent's tree on the host): past the cap, deny."""
+    port = listener.getsockname()[1]
+    with spawn([PYTHON, "-c", DEEP_CLIENT, str(port), str(depth)]) as top:
+        assert top.stdout is not None and top.stdout.readline().strip() == "ready"
+        conn, peer = listener.accept()
+        with conn:
+            resolver = IdentityResolver(proc_fd, root_pid=os.getpid())
+            if depth < MAX_ANCESTORS:
+                assert len(resolver.resolve(peer, conn.getsockname()).ancestors) == depth + 1
+                return
+            with pytest.raises(IdentityError) as err:
+                resolver.resolve(peer, conn.getsockname())
+    assert err.value.code == "too_deep"
 
 
 def test_cmdline_paths_are_collected_for_logs(resolver: IdentityResolver,
