@@ -35,6 +35,9 @@ from .isolation.channel import SetupError
 from .isolation.environment import BUNDLE_FILE, CA_FILE
 from .isolation.spec import LANDLOCK_ONLY, NAMESPACES, SandboxSpec
 from .isolation.terminal import set_foreground
+from .isolation.wakeup import FORWARDED, install, noop
+from .isolation.wakeup import drain as _drain
+from .isolation.wakeup import kill as _kill
 from .services.inputs import ServiceOptions
 
 if TYPE_CHECKING:  # the policy package is imported after the launcher is forked
@@ -43,8 +46,6 @@ if TYPE_CHECKING:  # the policy package is imported after the launcher is forked
     from .policy.model import Policy
     from .services.inputs import ServiceInputs
 
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-             signal.SIGUSR2, signal.SIGWINCH)
 TIMEOUT_GRACE = 1.0  # seconds between SIGTERM and SIGKILL on --timeout
 SETUP_TIMEOUT = 60.0  # a sandbox that is not ready by then is broken
 
@@ -186,7 +187,7 @@ class Supervisor:
         self.child, ctl, status_r, host_listener = launcher.pid, launcher.ctl, launcher.status_r, \
             launcher.host_listener
         minter = fork_minter(self.name, close=(ctl.fileno(), status_r))  # the CA, on the other core
-        wake_r = self._install_signals()
+        wake_r = install(ignored=(signal.SIGPIPE,))  # backgrounded, a job like any other: TTIN/TTOU stop it
         try:
             prepared, lock = self._prepare(host_listener.getsockname()[1] if host_listener else PROXY_PORT)
         except BaseException:
@@ -261,14 +262,6 @@ class Supervisor:
         except BaseException:
             lock.release()
             raise
-
-    def _install_signals(self) -> int:
-        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        for sig in (*FORWARDED, signal.SIGCHLD, signal.SIGCONT, signal.SIGTSTP):
-            signal.signal(sig, _noop)
-        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-        return wake_r
 
     # -- phases ------------------------------------------------------------------------------
 
@@ -428,7 +421,7 @@ class Supervisor:
         self.stopped = True
         signal.signal(signal.SIGTSTP, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTSTP)  # stops here until the shell's `fg` sends SIGCONT
-        signal.signal(signal.SIGTSTP, _noop)
+        signal.signal(signal.SIGTSTP, noop)
 
     def _kill_all(self, spec: SandboxSpec, processes: SandboxProcesses) -> None:
         _kill(processes.init_pid, signal.SIGKILL)  # PID 1: the kernel kills the whole pid namespace
@@ -495,29 +488,6 @@ def _write_tls_files(directory: str, files: dict[str, bytes]) -> None:
         os.chmod(tmp, 0o444)
         os.replace(tmp, path)
 
-
-def _noop(signum: int, frame: object) -> None:
-    pass
-
-
-def _kill(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except OSError:
-        pass
-
-
-def _drain(fd: int) -> list[int]:
-    data = b""
-    while True:
-        try:
-            chunk = os.read(fd, 512)
-        except BlockingIOError:
-            break
-        if not chunk:
-            break
-        data += chunk
-    return list(data)
 
 
 def _read_all(fd: int) -> bytes:

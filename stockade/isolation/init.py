@@ -24,9 +24,9 @@ from .mounts import build_view, seal_view, write_run_files
 from .seccomp import Block, build_filter
 from .spec import SandboxSpec
 from .terminal import set_foreground
+from .wakeup import install
+from .wakeup import kill as _kill
 
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-             signal.SIGUSR2, signal.SIGWINCH)
 # Signals a terminal would send to the whole foreground group: forwarded to the command's group.
 TO_GROUP = frozenset({signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGWINCH, signal.SIGTSTP,
                       signal.SIGCONT})
@@ -53,7 +53,7 @@ def _run(spec: SandboxSpec, ctl: socket.socket, status_fd: int, lifeline_fd: int
     if _parent_gone(spec, lifeline_fd):
         os._exit(EXIT_SETUP)
     libc.prctl(libc.PR_SET_DUMPABLE, 0)
-    wakeup = _install_handlers()
+    wakeup = install()
     try:
         if prebuilt is not None and prebuilt[0] == spec.seccomp:
             seccomp_filter = prebuilt[1]
@@ -121,19 +121,6 @@ def _parent_gone(spec: SandboxSpec, lifeline_fd: int | None) -> bool:
     return bool(readable)  # EOF: the launcher is gone
 
 
-def _install_handlers() -> int:
-    """Signals become bytes on a pipe that the loop reads (no work in signal handlers)."""
-    read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-    for sig in (*FORWARDED, signal.SIGCHLD, signal.SIGCONT, signal.SIGTSTP):
-        signal.signal(sig, _noop)
-    for sig in (signal.SIGTTIN, signal.SIGTTOU, signal.SIGPIPE):
-        signal.signal(sig, signal.SIG_IGN)
-    return read_fd
-
-
-def _noop(signum: int, frame: object) -> None:
-    pass
 
 
 def _send(ctl: socket.socket, kind: str, data: dict[str, object]) -> None:
@@ -171,13 +158,6 @@ def _supervise(spec: SandboxSpec, ctl: socket.socket, agent: int, wakeup: int) -
                 _kill(-agent, sig)
             else:
                 _kill(agent, sig)
-
-
-def _kill(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except OSError:
-        pass
 
 
 def _reap(agent: int) -> tuple[int | None, int | None]:

@@ -24,13 +24,14 @@ from .landlock import prepare as prepare_landlock
 from .seccomp import build_filter
 from .spec import LANDLOCK_ONLY, NAMESPACES
 from .terminal import foreground_terminal, set_foreground
+from .wakeup import FORWARDED, install, noop
+from .wakeup import drain as _drain
+from .wakeup import kill as _kill
 
 # user first: joining it grants the capabilities that joining the others needs (rootless).
 JOIN_ORDER = ("user", "mnt", "ipc", "uts", "net", "pid")
 _FLAGS = {"user": libc.CLONE_NEWUSER, "mnt": libc.CLONE_NEWNS, "ipc": libc.CLONE_NEWIPC,
           "uts": libc.CLONE_NEWUTS, "net": libc.CLONE_NEWNET, "pid": libc.CLONE_NEWPID}
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-             signal.SIGUSR2, signal.SIGWINCH)
 TO_GROUP = frozenset({signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGWINCH})
 
 
@@ -203,7 +204,7 @@ class _Session:
     status_closed: bool = False
 
     def run(self) -> int:
-        wake_r = _install_signals()
+        wake_r = install()
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
         subreaper = self.target.isolation == LANDLOCK_ONLY  # no pid namespace holds what it leaves behind
         go_r, go_w = os.pipe2(os.O_CLOEXEC) if subreaper else (-1, -1)
@@ -315,7 +316,7 @@ class _Session:
         set_foreground(terminal, os.getpgrp())
         signal.signal(signal.SIGTSTP, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTSTP)  # returns once the shell's `fg` continues us
-        signal.signal(signal.SIGTSTP, _noop)
+        signal.signal(signal.SIGTSTP, noop)
         set_foreground(terminal, self.pid)
         _kill(-self.pid, signal.SIGCONT)
 
@@ -354,36 +355,3 @@ def _register(target: Target, pid: int) -> None:
             raise _ended(target) from None
         raise ExecFailed(f"sandbox {target.name!r} refused to serve the command ({exc.error}): {exc.detail}") from None
 
-
-def _install_signals() -> int:
-    read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-    for sig in (*FORWARDED, signal.SIGCHLD, signal.SIGCONT, signal.SIGTSTP):
-        signal.signal(sig, _noop)
-    for sig in (signal.SIGTTIN, signal.SIGTTOU, signal.SIGPIPE):
-        signal.signal(sig, signal.SIG_IGN)
-    return read_fd
-
-
-def _noop(signum: int, frame: object) -> None:
-    pass
-
-
-def _kill(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except OSError:
-        pass
-
-
-def _drain(fd: int) -> list[int]:
-    data = b""
-    while True:
-        try:
-            chunk = os.read(fd, 512)
-        except BlockingIOError:
-            break
-        if not chunk:
-            break
-        data += chunk
-    return list(data)
