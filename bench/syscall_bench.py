@@ -6,12 +6,11 @@ hide the per-syscall cost of the seccomp filter and Landlock.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
-from .common import STOCKADE, Table, ratio
+from .common import STOCKADE, Table, ensure_tool, ratio
 
 PROBE = r"""
 #include <fcntl.h>
@@ -37,9 +36,9 @@ int main(int argc, char **argv) {
 def run(repeats: int = 5) -> Table:
     table = Table("Syscall overhead inside the sandbox (ns per call, best of runs)",
                   ["loop", "outside", "inside", "inside / outside"])
-    gcc = shutil.which("gcc")
+    gcc = ensure_tool("gcc", "gcc")
     if gcc is None:
-        table.note("gcc is not installed: skipped")
+        table.note("gcc is not installed and could not be installed: skipped")
         return table
     with tempfile.TemporaryDirectory(prefix="stockade-syscall-") as tmp:
         work = Path(tmp)

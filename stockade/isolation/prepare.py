@@ -19,7 +19,7 @@ from .mountplan import MountPlan, plan_mounts
 from .paths import PathGrant, host_inspect, is_within, normalize
 from .privileges import RunAs, resolve_run_as
 from .seccomp import effective_denylist
-from .spec import LANDLOCK_ONLY, NAMESPACES, NAMESPACES_ROOT, NAMESPACES_ROOTLESS, PROXY_HOST, PROXY_PORT, SandboxSpec
+from .spec import NAMESPACES, NAMESPACES_ROOT, NAMESPACES_ROOTLESS, PROXY_HOST, PROXY_PORT, SandboxSpec
 from .terminal import foreground_terminal
 
 # Sockets worth hiding wherever they are (besides everything /proc/net/unix lists).

@@ -13,7 +13,7 @@ import pytest
 
 from stockade.events.recorder import StoreRecorder
 from stockade.events.store import Retention, Store
-from stockade.events.types import Action, Actor, FindingEvent, HttpEvent, NetworkEvent, ProcessEvent
+from stockade.events.types import Action, Actor, HttpEvent, NetworkEvent, ProcessEvent
 
 CURL = Actor("/usr/bin/curl", 7)
 

@@ -3,7 +3,6 @@ everywhere else, never logged (network.md §9 cases 93-98)."""
 
 from __future__ import annotations
 
-import json
 import ssl
 
 import pytest

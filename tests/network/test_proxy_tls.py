@@ -4,7 +4,6 @@ upstream verification failures answered inside the tunnel, passthrough left unto
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import ssl
 
