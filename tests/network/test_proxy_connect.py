@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import json
 import os
 
@@ -503,3 +504,32 @@ def test_upstream_closing_an_idle_l7_tunnel_closes_the_client_side(net: Net):
             assert (await w.response()).body == b"ok"
             assert await w.read_to_eof() == b""  # the close is passed on, not a later 502
     net.run(main)
+
+
+@pytest.mark.parametrize("uvloop", [True, False], ids=["uvloop", "asyncio"])
+def test_raw_tunnel_carries_bulk_bytes_both_ways_with_a_half_close(net: Net, uvloop: bool):
+    """Every byte in order both ways, bytes sent with the CONNECT itself, and the client's
+    half-close reaching the upstream, which answers after it."""
+    up_payload = os.urandom(3 << 20)
+
+    async def script(reader, writer):
+        digest = hashlib.sha256()
+        while chunk := await reader.read(1 << 16):
+            digest.update(chunk)
+        writer.write(digest.digest() + up_payload)  # only after our EOF: the half-close arrived
+        await writer.drain()
+
+    async def main():
+        async with tunnelling(net, RawServer(script), "bulk.test") as s:
+            sent = os.urandom(5 << 20)
+            w = await Wire.open(s.proxy.host, s.proxy.port, timeout=20)
+            head = f"CONNECT bulk.test:{s.port} HTTP/1.1\r\nHost: bulk.test:{s.port}\r\n\r\n".encode()
+            await w.send(head + sent[:1000])  # early data, in the CONNECT's own segment
+            assert (await w.read_until(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+            await w.send(sent[1000:])
+            w.writer.write_eof()
+            back = await w.read_to_eof()
+            assert back[:32] == hashlib.sha256(sent).digest()
+            assert back[32:] == up_payload
+        assert not s.proxy.server.tunnels
+    net.run(main, uvloop=uvloop)
