@@ -201,31 +201,30 @@ class Decision:
         return check_request(self, method, target)
 
 
-def _decision_factory() -> Callable[..., Decision]:
+class _Draft:
     """Decision(...) without the frozen-dataclass __init__, which routes every field through
-    object.__setattr__ and costs about as much as the rest of a decision. The slot descriptors
-    are bound once; the instance is the same frozen Decision."""
-    new = object.__new__
-    setters = [getattr(Decision, f.name).__set__ for f in fields(Decision)]
-    s0, s1, s2, s3, s4, s5, s6, s7 = setters
+    object.__setattr__ and costs as much as the rest of a decision (1.2 µs against 0.65 µs on
+    a 2-core VM). The fields are set as plain slots, then the instance becomes the frozen
+    Decision: the same slots in the same order, so CPython allows the class change."""
 
-    def make(allowed: bool, reason_code: str | None, host: str, port: int, binary: str | None,
-             ancestors: tuple[str, ...], match: Match | None, engine: Engine) -> Decision:
-        d = new(Decision)
-        s0(d, allowed)
-        s1(d, reason_code)
-        s2(d, host)
-        s3(d, port)
-        s4(d, binary)
-        s5(d, ancestors)
-        s6(d, match)
-        s7(d, engine)
-        return d
+    __slots__ = ("allowed", "reason_code", "host", "port", "binary", "ancestors", "match", "engine")
 
-    return make
+    def __init__(self, allowed: bool, reason_code: str | None, host: str, port: int, binary: str | None,
+                 ancestors: tuple[str, ...], match: Match | None, engine: Engine) -> None:
+        self.allowed = allowed
+        self.reason_code = reason_code
+        self.host = host
+        self.port = port
+        self.binary = binary
+        self.ancestors = ancestors
+        self.match = match
+        self.engine = engine
+        self.__class__ = Decision  # type: ignore[assignment]
 
 
-_decision = _decision_factory()
+if _Draft.__slots__ != tuple(f.name for f in fields(Decision)) or _Draft.__slots__ != Decision.__slots__:
+    raise ImportError("engine._Draft must mirror Decision's slots, in order")
+_decision: Callable[..., Decision] = _Draft  # type: ignore[assignment]
 
 
 class Engine:
