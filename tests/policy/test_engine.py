@@ -304,7 +304,7 @@ def test_engine_decisions_are_ordinary_frozen_decisions(t0):
 
     from stockade.policy.engine import Decision
     d = t0.decide("api.anthropic.com", 443, NODE, ("/bin/sh",))
-    assert isinstance(d, Decision)
+    assert type(d) is Decision and not hasattr(d, "__dict__")
     assert d == Decision(True, None, "api.anthropic.com", 443, NODE, ("/bin/sh",), d.match, t0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         d.allowed = False  # type: ignore[misc]
