@@ -32,7 +32,6 @@ from typing import Any
 
 from .. import __version__
 from .aggregator import DenialAggregator
-from .mapper import generate_proposals
 from .ocsf import to_ocsf
 from .store import Proposal, Retention, Store
 from .types import Action, Event, FindingEvent, HttpEvent, NetworkEvent, now_ms
@@ -263,6 +262,8 @@ class StoreRecorder:
         if not summaries:
             return
         self._stats["proposal_flushes"] += 1
+        from .mapper import generate_proposals  # YAML and the address table: only once denials are flushed
+
         proposed = generate_proposals(summaries)
         if not proposed:
             return

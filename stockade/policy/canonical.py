@@ -25,8 +25,6 @@ import hashlib
 import json
 from typing import Any
 
-import yaml
-
 from .model import Endpoint, Enforcement, L7Allow, NetworkRule, Policy, Protocol, Tls
 
 CANONICAL_TAG = b"stockade-policy-canonical-v1\n"
@@ -106,6 +104,8 @@ def _allow(allow: L7Allow) -> dict[str, Any]:
 
 def dump_policy(policy: Policy) -> str:
     """YAML that loads back (load_policy_text) to a Policy equal to `policy`."""
+    import yaml  # here, not at the top: hashing a policy (every run) needs no YAML
+
     return yaml.safe_dump(policy_to_data(policy), sort_keys=False, default_flow_style=False,
                           allow_unicode=True, width=100)
 
