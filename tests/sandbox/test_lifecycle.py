@@ -48,18 +48,25 @@ def test_timeout_kills_a_command_that_ignores_sigterm(sandbox):
 
 
 def test_signals_to_stockade_reach_the_command(sandbox):
+    """Every forwarded signal (INT, TERM, HUP, QUIT, USR1, USR2, WINCH) arrives, in order, as
+    itself; the command's own exit code comes back."""
+    forwarded = [signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP, signal.SIGQUIT, signal.SIGWINCH,
+                 signal.SIGINT]
     code = ("import signal, sys\n"
-            "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGTERM})\n"
+            f"wanted = {{{', '.join(f'signal.{s.name}' for s in forwarded)}, signal.SIGTERM}}\n"
+            "signal.pthread_sigmask(signal.SIG_BLOCK, wanted)\n"
             "print('ready', flush=True)\n"
             "while True:\n"
-            "    if signal.sigwait({signal.SIGUSR1, signal.SIGTERM}) == signal.SIGTERM:\n"
+            "    sig = signal.sigwait(wanted)\n"
+            "    if sig == signal.SIGTERM:\n"
             "        sys.exit(42)\n"
-            "    print('usr1', flush=True)\n")
+            "    print(signal.Signals(sig).name, flush=True)\n")
     proc = sandbox.popen([SANDBOX_PYTHON, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "ready"
-        proc.send_signal(signal.SIGUSR1)
-        assert proc.stdout.readline().strip() == "usr1"
+        for sig in forwarded:
+            proc.send_signal(sig)
+            assert proc.stdout.readline().strip() == sig.name
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 42
     finally:
