@@ -88,6 +88,20 @@ def test_every_blocked_syscall_returns_its_errno(sandbox):
         assert any(k.startswith(name) for k in proven), f"{name}: the control run was refused too"
 
 
+def test_lifting_memfd_create_lets_only_that_call_through(sandbox):
+    """`process.seccomp.allow: [memfd_create]` (JIT runtimes) opens that one call; every other
+    block of the denylist stays."""
+    probes, expected = _syscall_probes()
+    policy = _policy(sandbox, extra="process:\n  seccomp:\n    allow: [memfd_create]")
+    inside = _run_probe(sandbox, SYSCALL_PROBE, probes, policy=policy)
+    memfd = [k for k in inside if k.startswith("memfd_create")]
+    # The probe passes a NULL name: EFAULT is the kernel's answer, so seccomp let the call in.
+    assert memfd and all(inside[k] == errno.EFAULT for k in memfd), inside
+    wrong = {k: errno.errorcode.get(v, v) for k, v in inside.items()
+             if not k.startswith("memfd_create") and v != expected[k]}
+    assert not wrong, wrong
+
+
 def test_foreign_architecture_syscalls_are_refused(sandbox, gcc):
     if os.uname().machine != "x86_64":
         pytest.skip("int $0x80 (i386 syscalls) exists on x86_64 only")
