@@ -147,13 +147,16 @@ def unwrap(addr: IPAddress) -> IPAddress:
 
 
 def _v6_forms(net: ipaddress.IPv4Network) -> list[ipaddress.IPv6Network]:
-    """The IPv4-mapped, IPv4-compatible and NAT64 forms of an IPv4 range."""
+    """The IPv4-mapped, IPv4-compatible, NAT64 and 6to4 forms of an IPv4 range (Teredo's is
+    not one prefix: blocked_overlap checks it on its own)."""
     plen = 96 + net.prefixlen
     base = int(net.network_address)
-    return [
+    forms = [
         ipaddress.IPv6Network((int(prefix.network_address) | base, plen))
         for prefix in (_MAPPED, _COMPATIBLE, _NAT64[0])
     ]
+    forms.append(ipaddress.IPv6Network((int(_SIX_TO_FOUR.network_address) | base << 80, 16 + net.prefixlen)))
+    return forms
 
 
 BLOCKED_ALL: tuple[IPNetwork, ...] = BLOCKED_V4 + BLOCKED_V6 + tuple(
@@ -162,9 +165,27 @@ BLOCKED_ALL: tuple[IPNetwork, ...] = BLOCKED_V4 + BLOCKED_V6 + tuple(
 
 
 def blocked_overlap(net: IPNetwork) -> IPNetwork | None:
-    """The always-blocked range an `allowed_ips` entry overlaps, or None."""
+    """The always-blocked range an `allowed_ips` entry overlaps, or None (IPv6 forms that
+    embed a blocked IPv4 address count: classify() refuses them at connect time anyway, and an
+    allowed_ips entry that names one is a mistake to report at load)."""
     for blocked in BLOCKED_ALL:
         if blocked.version == net.version and net.overlaps(blocked):  # type: ignore[arg-type]
+            return blocked
+    if net.version == 6 and net.overlaps(_TEREDO):  # type: ignore[arg-type]
+        return _teredo_overlap(net)  # type: ignore[arg-type]
+    return None
+
+
+def _teredo_overlap(net: ipaddress.IPv6Network) -> IPNetwork | None:
+    """Teredo puts the client's IPv4 address, inverted, in the last 32 bits: a range that leaves
+    any of those bits free holds the Teredo form of every client, loopback included."""
+    if net.prefixlen <= 96:
+        return _TEREDO
+    low = int(net.network_address) & 0xFFFFFFFF
+    clients = ipaddress.IPv4Network(((low ^ 0xFFFFFFFF) >> (128 - net.prefixlen) << (128 - net.prefixlen),
+                                     net.prefixlen - 96))
+    for blocked in BLOCKED_V4:
+        if clients.overlaps(blocked):
             return blocked
     return None
 

@@ -552,6 +552,12 @@ def test_binary_warnings():
     ("0.0.0.0", "always-blocked"), ("127.0.0.1", "always-blocked"),
     ("'::ffff:127.0.0.1'", "always-blocked"), ("'fe80::/10'", "always-blocked"),
     ("120.0.0.0/5", "always-blocked"),
+    # IPv6 forms embedding a blocked IPv4 address: 6to4, NAT64, Teredo, and ranges holding them
+    ("'2002:7f00:1::/48'", "127.0.0.0/8 (loopback) embedded"),
+    ("'2002:a9fe:a9fe::/48'", "169.254.0.0/16 (link-local, cloud metadata) embedded"),
+    ("'64:ff9b::a9fe:a9fe'", "embedded"), ("'2000::/3'", "always-blocked"),
+    ("'2001:0:4136:e378:8000:63bf:80ff:fffe'", "range 127.0.0.0/8 (loopback)"),  # Teredo, client inverted
+    ("'2001:0:1234::/48'", "always-blocked"),  # every Teredo client, loopback included
 ])
 def test_invalid_allowed_ips(entry, needle):
     e = only_error(endpoint_policy(f"{{ host: db.example.com, port: 5432, allowed_ips: [{entry}] }}"))
