@@ -3,7 +3,6 @@ test against an independent globset-style oracle."""
 
 from __future__ import annotations
 
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -78,16 +77,12 @@ def test_double_star_positions():
     assert query_glob("a.**.b").match("a.x.y.b") and not query_glob("a.**.b").match("a.b")
 
 
+@pytest.mark.timeout(30)
 def test_no_catastrophic_backtracking():
-    pattern = path_glob("/" + "*a" * 12 + "*b")
-    value = "/" + "a" * 5000
-    start = time.perf_counter()
-    assert not pattern.match(value)
-    assert time.perf_counter() - start < 0.5
-    multi = path_glob("/**/x/**/y/**/z")
-    start = time.perf_counter()
-    assert not multi.match("/" + "/".join(["x"] * 200))
-    assert time.perf_counter() - start < 1.0
+    """Exponential backtracking would run for hours on these: the timeout (pytest-timeout) guards
+    that the match ends, not how fast it is (benchmarks measure speed; tests never assert times)."""
+    assert not path_glob("/" + "*a" * 12 + "*b").match("/" + "a" * 5000)
+    assert not path_glob("/**/x/**/y/**/z").match("/" + "/".join(["x"] * 200))
 
 
 # -- property tests against the oracle ----------------------------------------------------------
