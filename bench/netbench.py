@@ -164,7 +164,8 @@ def _wrk_table(lab: Lab, title: str, connections: int, seconds: int) -> Table:
     for name, why in lab.skipped.items():
         table.note(f"{name} skipped: {why}")
     table.note(f"wrk -t1 -c{connections} -d{seconds}s; origin: one uvloop process; squid: workers 1, no logs, "
-               "no cache; tinyproxy: thread per connection, LogLevel Critical; stockade proxy: no event log")
+               "no cache; tinyproxy: thread per connection, LogLevel Critical, its filter allows the origin's "
+               "host on any port (tinyproxy has no port rule for plain HTTP); stockade proxy: no event log")
     return table
 
 
@@ -211,6 +212,8 @@ def connect_bulk(lab: Lab, total: int = 1 << 30) -> Table:
         rates[name] = float(out.stdout.strip())
     for name, rate in rates.items():
         table.add(name, rate, ratio(rate, rates.get("direct", float("nan"))))
+    for name, why in lab.skipped.items():
+        table.note(f"{name} skipped: {why}")
     return table
 
 

@@ -126,6 +126,8 @@ def _rows(table: Table, env: dict[str, str]) -> list[Row]:
     unshare = shutil.which("unshare")
     if unshare:
         rows.append(Row("unshare -Urn /bin/true", [unshare, "-Urn", "/bin/true"], env, peer=True))
+    else:
+        table.note("unshare (util-linux) is not installed: no unshare column")
     return rows
 
 
