@@ -262,8 +262,21 @@ def _finding(e: FindingEvent) -> _Body:
     evidence: dict[str, Any] = {"actor": _actor(e.actor)}
     if e.host or e.port is not None:
         evidence["dst_endpoint"] = _endpoint(e.host, e.port)
+    data: dict[str, Any] = {}
     if e.detail:
-        evidence["data"] = {"detail": e.detail}
+        data["detail"] = e.detail
+    if e.trusted_sha256:
+        # A changed executable: the evidence's `file` is the file as it is now (its hash in
+        # file.hashes, like the actor's); the hash trusted on first use, which OCSF has no
+        # attribute for, goes beside it in the free-form `data`.
+        file = _actor(e.actor)["process"].get("file")
+        if file is not None:
+            evidence["file"] = file
+        data["trusted_sha256"] = e.trusted_sha256
+        if e.actor.sha256:
+            data["observed_sha256"] = e.actor.sha256
+    if data:
+        evidence["data"] = data
     fields: dict[str, Any] = {
         **_action_fields(e.action),
         "finding_info": {"uid": e.kind, "title": e.title, "types": [e.kind], "desc": e.detail or e.title},

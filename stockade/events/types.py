@@ -80,6 +80,8 @@ class FindingEvent:
     port: int | None = None
     # What was done about it: DENIED (the default: the attempt was blocked), AUDIT (only recorded).
     action: Action = Action.DENIED
+    # binary_changed: the hash trusted on first use (the actor's sha256 is the one seen now).
+    trusted_sha256: str | None = None
     time_ms: int = field(default_factory=now_ms)
 
 

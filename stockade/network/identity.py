@@ -325,6 +325,10 @@ class IdentityResolver:
             # Hash through the magic link, never by path: the path may now name another file.
             proc.binary, proc.deleted = strip_deleted(link, os.fstat(fd).st_nlink == 0)
             proc.sha256 = self.hasher.verify_fd(proc.binary, fd)
+        except IdentityError as exc:
+            if exc.pid is None:
+                exc.pid = proc.pid  # which process runs the changed executable
+            raise
         finally:
             os.close(fd)
 

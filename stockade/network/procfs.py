@@ -21,10 +21,18 @@ class IdentityError(Exception):
     binary_changed, binary_unstable, ancestor_changed, outside_root, too_deep.
     """
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, *, binary: str | None = None,
+                 trusted: str | None = None, observed: str | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        # For binary_changed: the executable, the hash trusted on first use and the one seen now
+        # (None when a known-bad file is refused from the cache without hashing it again), and
+        # the pid running it (set by the resolver): what the detection finding records.
+        self.binary = binary
+        self.trusted = trusted
+        self.observed = observed
+        self.pid: int | None = None
 
 
 def tcp_address_hex(host: str, port: int) -> str:

@@ -185,9 +185,15 @@ class ProxyServer:
         except Exception as exc:  # IdentityError, or an unexpected procfs failure: deny
             code = getattr(exc, "code", "identity_failed")
             if code in _IDENTITY_CHANGE_CODES:
+                # The process whose executable changed (the caller or one of its ancestors), as
+                # the resolver saw it: its path, pid and the hash it has now; and the trusted one.
+                binary = getattr(exc, "binary", None)
+                actor = Actor(binary or "-", getattr(exc, "pid", None),
+                              sha256=getattr(exc, "observed", None)) if binary else Actor()
                 self.recorder.record(FindingEvent(
                     "binary_changed", "executable changed since first use", "critical",
-                    Actor(), getattr(exc, "message", str(exc))))
+                    actor, getattr(exc, "message", str(exc)),
+                    trusted_sha256=getattr(exc, "trusted", None)))
             return Caller(Actor(), identity_error=exc)
         actor = Actor(ident.binary, ident.pid, tuple(ident.ancestors), ident.sha256)
         return Caller(actor, ident.binary, tuple(ident.ancestors))

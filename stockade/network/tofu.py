@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from .procfs import IdentityError
 
 HASH_CHUNK = 64 * 1024
+MAX_BAD = 8  # known-bad fingerprints kept per path
 
 Fingerprint = tuple[int, int, int, int, int]  # size, mtime ns, ctime ns, dev, ino
 
@@ -38,7 +39,7 @@ def fingerprint(st: os.stat_result) -> Fingerprint:
 class _Entry:
     sha256: str  # the hash trusted on first use; never replaced
     good: deque[Fingerprint] = field(default_factory=lambda: deque(maxlen=8))
-    bad: deque[Fingerprint] = field(default_factory=lambda: deque(maxlen=8))
+    bad: dict[Fingerprint, str] = field(default_factory=dict)  # -> its hash; at most MAX_BAD
 
 
 class BinaryHasher:
@@ -91,10 +92,13 @@ class BinaryHasher:
                 if entry.sha256 == digest:
                     entry.good.append(fp)
                     return digest
-                entry.bad.append(fp)
+                if len(entry.bad) >= MAX_BAD:
+                    del entry.bad[next(iter(entry.bad))]
+                entry.bad[fp] = digest
                 trusted = entry.sha256
         raise IdentityError("binary_changed", f"binary integrity violation: {path} hash changed "
-                            f"(trusted {trusted}, now {digest})")
+                            f"(trusted {trusted}, now {digest})", binary=path, trusted=trusted,
+                            observed=digest)
 
     def trusted(self, path: str) -> str | None:
         """The hash trusted for `path`, if it has been seen."""
@@ -107,8 +111,10 @@ class BinaryHasher:
             entry = self._entries.get(path)
             if entry is None or fp not in entry.bad:
                 return entry.sha256 if entry is not None and fp in entry.good else None
+            trusted, observed = entry.sha256, entry.bad[fp]
         raise IdentityError("binary_changed", f"binary integrity violation: {path} differs "
-                            f"from trusted {entry.sha256}")
+                            f"from trusted {trusted}", binary=path, trusted=trusted,
+                            observed=observed)
 
     def _path_lock(self, path: str) -> threading.Lock:
         with self._lock:

@@ -136,6 +136,23 @@ def test_findings_are_detection_findings(kind):
     assert o["is_alert"] is True
 
 
+def test_a_binary_change_finding_carries_the_process_and_both_hashes():
+    actor = Actor("/work/bin/fetch", 7, sha256="cd" * 32)
+    o = to_ocsf(FindingEvent("binary_changed", "executable changed since first use", "critical", actor,
+                             "the detail", trusted_sha256="ab" * 32))
+    check_base(o, 2004, 1)
+    evidence = o["evidences"][0]
+    process = evidence["actor"]["process"]
+    assert process["pid"] == 7 and process["file"]["path"] == "/work/bin/fetch"
+    current = [{"algorithm_id": 3, "algorithm": "SHA-256", "value": "cd" * 32}]
+    assert process["file"]["hashes"] == current and evidence["file"]["hashes"] == current
+    assert evidence["file"]["path"] == "/work/bin/fetch"
+    assert evidence["data"] == {"detail": "the detail", "trusted_sha256": "ab" * 32,
+                                "observed_sha256": "cd" * 32}
+    assert (o["severity_id"], o["is_alert"]) == (5, True)
+    json.dumps(o)
+
+
 def test_config_change():
     o = to_ocsf(ConfigEvent("policy reloaded", revision=3, sha256="c" * 64))
     check_base(o, 5019, 1)
