@@ -19,7 +19,7 @@ from .canonical import dump_policy
 from .diagnostics import Diagnostic, PolicyError
 from .hosts import normalize_host
 from .loader import load_policy_text
-from .model import Binary, Endpoint, NetworkRule, Policy, Protocol
+from .model import Binary, Endpoint, NetworkRule, Policy
 
 
 def static_differences(old: Policy, new: Policy) -> list[str]:
@@ -60,31 +60,70 @@ def _landlock(p: Policy) -> str:
     return "(absent)" if p.landlock is None else f"compatibility {p.landlock.compatibility.value}"
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Merge:
+    """What approving a proposed rule did: the new policy, the key the rule now lives under, and
+    how (`added`: a new rule under the proposal's key; `merged`: its binaries were added to the
+    existing rule `key`, which has exactly the proposal's endpoints; `renamed`: a new rule under
+    `key` because the proposal's own key names a rule for something else)."""
+
+    policy: Policy
+    key: str
+    how: str
+
+
 def merge_rule(policy: Policy, rule: NetworkRule) -> Policy:
-    """Approve a proposed rule (policy.md §5.4) and return the new, validated policy.
+    """Approve a proposed rule and return the new, validated policy (see merge_proposed_rule)."""
+    return merge_proposed_rule(policy, rule).policy
 
-    The merge target is the rule with the same key, else the first rule (in key order) with an
-    endpoint on the same host and port. Into the target: missing binaries are added; each
-    proposed endpoint either unions its allowed_ips into an existing endpoint with the same host
-    that covers its ports, or is appended. Without a target the rule is inserted under its key.
 
-    Better than OpenShell: when both the existing and the proposed endpoint are REST endpoints,
-    the proposed allow rules are added too (OpenShell drops them, so approving an L7 proposal
-    changed nothing); an `access` preset is then written out as the equivalent rules. An L7
-    proposal never narrows an existing L4-only endpoint.
+def merge_proposed_rule(policy: Policy, rule: NetworkRule) -> Merge:
+    """Approve a proposed rule (policy.md §5.4): the result grants exactly the proposal's
+    endpoints to exactly its binaries, on top of what the policy already granted, never more.
+
+    Rules combine as a union in the engine, and a rule grants each of its binaries each of its
+    endpoints. So adding binaries to an existing rule is exact only when that rule's endpoints
+    are exactly the proposal's (same hosts, same ports, same L7/TLS/allowed_ips settings):
+    then it is the merge target (the rule with the proposal's key first, else the first such
+    rule in key order) and gains the missing binaries. Anything else (a rule with more
+    endpoints, another host that maps to the same `allow_<host>_<port>` key such as
+    `api-github.com` and `api.github.com`, an endpoint with other settings) is left untouched,
+    and the proposal becomes a new rule under its key, or under `<key>_2`, `<key>_3`, ... (the
+    first free one) when the key is taken. Unlike OpenShell, nothing is ever unioned into an
+    existing endpoint (its allowed_ips or L7 rules would then apply to the rule's other
+    binaries too); a new rule for the same host:port carries them instead, and the engine
+    takes the union of L7 rules over every matching rule.
+
+    An L7 proposal never narrows: the engine applies the first matching endpoint with L7
+    settings, so an L7 proposal leaves out the binaries that already reach one of its
+    host:ports at plain L4 (they have more than was proposed); when that is all of them,
+    nothing changes (`covered`, with the rule that already grants it as `key`).
 
     Raises PolicyError when the proposal targets an always-blocked destination or the merged
     policy does not validate (the result goes through the same loader as a file).
     """
     _refuse_blocked(rule)
     rules = dict(policy.network_policies)
-    target = rule.key if rule.key in rules else _rule_with_same_endpoint(policy, rule)
-    if target is None:
-        rules[rule.key] = rule
+    wider = _plain_l4_grants(policy, rule)
+    if wider:
+        rule = dataclasses.replace(rule, binaries=tuple(b for b in rule.binaries if b.path not in wider))
+        if not rule.binaries:  # every binary already has more than was proposed
+            return Merge(policy, next(iter(wider.values())), "covered")
+    target = _identical_rule(policy, rule)
+    if target is not None:
+        rules[target] = _add_binaries(rules[target], rule)
+        key, how = target, "merged"
     else:
-        rules[target] = _merge_into(rules[target], rule)
+        key, how = rule.key, "added"
+        if key in rules:
+            n = 2
+            while f"{rule.key}_{n}" in rules:
+                n += 1
+            key, how = f"{rule.key}_{n}", "renamed"
+        name = key if rule.name == rule.key else rule.name
+        rules[key] = dataclasses.replace(rule, key=key, name=name)
     merged = dataclasses.replace(policy, network_policies=MappingProxyType(rules))
-    return load_policy_text(dump_policy(merged), policy.source)
+    return Merge(load_policy_text(dump_policy(merged), policy.source), key, how)
 
 
 def _refuse_blocked(rule: NetworkRule) -> None:
@@ -101,41 +140,49 @@ def _refuse_blocked(rule: NetworkRule) -> None:
                                       0, 0) for p in problems])
 
 
-def _same_endpoint(a: Endpoint, b: Endpoint) -> bool:
-    """Same host (case-insensitively) and every port of `b` covered by `a`."""
-    return normalize_host(a.host) == normalize_host(b.host) and set(b.ports) <= set(a.ports)
+def _endpoint_meaning(ep: Endpoint) -> Endpoint:
+    """An endpoint with its spelling normalised: equal meanings compare equal."""
+    return dataclasses.replace(ep, host=normalize_host(ep.host), ports=tuple(sorted(set(ep.ports))),
+                               enforcement_explicit=False, allowed_ips=tuple(sorted(set(ep.allowed_ips), key=str)))
 
 
-def _rule_with_same_endpoint(policy: Policy, rule: NetworkRule) -> str | None:
-    for key in sorted(policy.network_policies):
-        existing = policy.network_policies[key]
-        for ep in existing.endpoints:
-            if any(normalize_host(ep.host) == normalize_host(p.host) and set(ep.ports) & set(p.ports)
-                   for p in rule.endpoints):
-                return key
-    return None
+def _same_endpoints(a: NetworkRule, b: NetworkRule) -> bool:
+    """True when rules `a` and `b` grant exactly the same endpoints (order and spelling aside)."""
+    ea = [_endpoint_meaning(e) for e in a.endpoints]  # lists: L7 query maps are not hashable
+    eb = [_endpoint_meaning(e) for e in b.endpoints]
+    return bool(ea) and all(e in eb for e in ea) and all(e in ea for e in eb)
 
 
-def _merge_into(existing: NetworkRule, proposal: NetworkRule) -> NetworkRule:
+def _plain_l4_grants(policy: Policy, rule: NetworkRule) -> dict[str, str]:
+    """{binary: rule key} for each of the proposal's binaries that the policy already lets
+    reach one of the proposal's host:ports without L7 inspection, when the proposal has L7
+    rules (a proposal without them never narrows anything)."""
+    if not any(ep.protocol is not None for ep in rule.endpoints):
+        return {}
+    from .engine import compile_policy
+
+    engine = compile_policy(policy)
+    out: dict[str, str] = {}
+    for b in rule.binaries:
+        for ep in rule.endpoints:
+            for port in ep.ports if ep.host and "*" not in ep.host else ():
+                d = engine.decide(ep.host, port, b.path)
+                if d.allowed and d.match is not None and d.match.endpoint.protocol is None:
+                    out.setdefault(b.path, d.match.rule)
+    return out
+
+
+def _identical_rule(policy: Policy, rule: NetworkRule) -> str | None:
+    """The rule that the proposal's binaries can join exactly: the proposal's key, else the
+    first key whose rule has exactly the proposal's endpoints."""
+    existing = policy.network_policies.get(rule.key)
+    if existing is not None and _same_endpoints(existing, rule):
+        return rule.key
+    return next((k for k in sorted(policy.network_policies)
+                 if _same_endpoints(policy.network_policies[k], rule)), None)
+
+
+def _add_binaries(existing: NetworkRule, proposal: NetworkRule) -> NetworkRule:
     binaries = list(existing.binaries)
     binaries += [b for b in proposal.binaries if b not in binaries]
-    endpoints = list(existing.endpoints)
-    for proposed in proposal.endpoints:
-        for i, ep in enumerate(endpoints):
-            if _same_endpoint(ep, proposed):
-                endpoints[i] = _merge_endpoint(ep, proposed)
-                break
-        else:
-            endpoints.append(proposed)
-    return dataclasses.replace(existing, endpoints=tuple(endpoints),
-                               binaries=tuple(Binary(b.path) for b in binaries))
-
-
-def _merge_endpoint(ep: Endpoint, proposed: Endpoint) -> Endpoint:
-    ips = ep.allowed_ips + tuple(n for n in proposed.allowed_ips if n not in ep.allowed_ips)
-    rules, access = ep.rules, ep.access
-    if ep.protocol is Protocol.REST and proposed.protocol is Protocol.REST:
-        added = tuple(r for r in proposed.rules if r not in ep.rules)
-        if added:
-            rules, access = ep.rules + added, None
-    return dataclasses.replace(ep, allowed_ips=ips, rules=rules, access=access)
+    return dataclasses.replace(existing, binaries=tuple(Binary(b.path) for b in binaries))
