@@ -81,7 +81,13 @@ def approve(name: str, proposal_id: int) -> None:
                  f"add the rule from `stockade rules {name} --json` to your policy file instead")
         reply = call(control_socket_path(name), "rules_approve", id=proposal_id)
         what = "policy revision {}".format(reply.get("revision")) if reply.get("changed", True) else "no change needed"
-        click.echo(f"approved proposal {proposal_id} ({reply.get('rule', '?')}): {what}")
+        proposed = reply.get("proposed_rule", reply.get("rule", "?"))
+        key, how = reply.get("rule", proposed), reply.get("how")
+        if how == "renamed":  # its key names a rule for other destinations, left as it was
+            what += f"; added as new rule {key}, since rule {proposed} covers other destinations"
+        elif how == "merged" and key != proposed:
+            what += f"; its binaries were added to rule {key}, which has exactly this endpoint"
+        click.echo(f"approved proposal {proposal_id} ({proposed}): {what}")
 
 
 @rules.command("reject")

@@ -15,15 +15,22 @@ Rules (issue 6, policy.md §2):
   sandbox started with is refused, listing every difference;
 - a policy with the live one's SHA-256 is a no-op; anything else becomes revision N+1 of the
   sandbox (number, SHA-256, time, source, YAML), and the run's current revision;
-- approving a proposal merges its rule into the live policy (policy.merge_rule) and goes through
-  exactly the same path, then marks the proposal approved with the revision it produced.
+- approving a proposal merges its rule into the live policy (policy.reload.merge_proposed_rule:
+  exactly its host:port for exactly its binaries, under `<key>_N` when its key names a rule for
+  something else) and goes through exactly the same path; the proposal is marked approved with
+  the revision it produced, in the same store transaction as that revision;
+- all or nothing, in this order: the revision (and the approval) is written, the swap runs
+  inside that transaction, then it commits. A store that cannot be written (locked past its
+  busy timeout, say) leaves the live policy untouched; a failed swap leaves no revision (the
+  property the earlier swap-then-store order protected); a commit that fails after the swap
+  puts the previous policy back.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -32,11 +39,12 @@ from ..policy import (
     PolicyError,
     dump_policy,
     load_policy_text,
-    merge_rule,
     policy_sha256,
     static_differences,
 )
+from ..errors import StockadeError
 from ..policy.model import NetworkRule, Policy
+from ..policy.reload import merge_proposed_rule
 from .store import Proposal, Store
 from .types import ConfigEvent, Recorder
 
@@ -47,6 +55,10 @@ def proposal_rule(proposal: Proposal) -> NetworkRule:
     text = yaml.safe_dump({"version": 1, "network_policies": entry}, sort_keys=False)
     policy = load_policy_text(text, f"<proposal {proposal.id}>")
     return policy.network_policies[proposal.rule_key]
+
+
+class _SwapFailed(Exception):
+    """The swap raised inside the store transaction (the cause is the swap's exception)."""
 
 
 def _invalid(exc: PolicyError) -> ControlError:
@@ -115,12 +127,14 @@ class LivePolicy:
         with self._lock:
             proposal = self._pending(id)
             try:
-                merged = merge_rule(self.policy, proposal_rule(proposal))
+                merge = merge_proposed_rule(self.policy, proposal_rule(proposal))
             except PolicyError as exc:
                 raise _invalid(exc) from None
-            result = self._apply(merged, dump_policy(merged), f"rules approve {id}")
-            self._store.decide_proposal(self.sandbox, id, "approved", revision=result["revision"])
-            return {**result, "id": id, "rule": proposal.rule_key}
+            source = f"rules approve {id}"
+            if merge.how == "renamed":  # the proposal's key names a rule for other destinations
+                source += f" as {merge.key}"
+            result = self._apply(merge.policy, dump_policy(merge.policy), source, approve=id)
+            return {**result, "id": id, "rule": merge.key, "proposed_rule": proposal.rule_key, "how": merge.how}
 
     def reject(self, id: int) -> dict[str, Any]:  # noqa: A002
         with self._lock:
@@ -139,7 +153,9 @@ class LivePolicy:
             raise ControlError("not_pending", f"proposal {proposal_id} is already {proposal.status}")
         return proposal
 
-    def _apply(self, new: Policy, yaml_text: str, source: str) -> dict[str, Any]:
+    def _apply(self, new: Policy, yaml_text: str, source: str, approve: int | None = None) -> dict[str, Any]:
+        """Install `new` as the next revision (and approve proposal `approve` with it), or change
+        nothing and raise ControlError."""
         diffs = static_differences(self.baseline, new)
         if diffs:
             self._record(ConfigEvent(f"policy reload refused: static sections changed ({source})", severity="medium"))
@@ -152,18 +168,59 @@ class LivePolicy:
             )
         sha = policy_sha256(new)
         if sha == self.sha256:
+            if approve is not None:  # the live policy already grants it: approved with this revision
+                self._store_op(lambda: self._store.decide_proposal(self.sandbox, approve, "approved",
+                                                                   revision=self.revision), source)
             return {"revision": self.revision, "sha256": sha, "changed": False}
+        swapped = False
+
+        def install(_revision: int) -> None:  # inside the store transaction, before its commit
+            nonlocal swapped
+            try:
+                self._swap(new)
+            except Exception as exc:  # the old generation stays live; the transaction rolls back
+                raise _SwapFailed(exc) from exc
+            swapped = True
+
         try:
-            self._swap(new)
-        except Exception as exc:  # noqa: BLE001 - the swap failed: the old generation stays live
+            rev = self._store.add_revision(self.sandbox, yaml_text=yaml_text, sha256=sha, source=source,
+                                           run_id=self.run_id, approve=approve, before_commit=install)
+        except _SwapFailed as failed:
+            exc = failed.__cause__
             self._record(ConfigEvent(f"policy reload failed: {exc}", severity="high"))
             raise ControlError("reload_failed", f"the new policy could not be installed: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - nothing was stored
+            if swapped:  # the commit itself failed after the swap: put the previous policy back
+                try:
+                    self._swap(self.policy)
+                except Exception as back:  # noqa: BLE001 - the new policy stays live, unrecorded
+                    self.policy, self.sha256 = new, sha
+                    self._record(ConfigEvent(f"policy reload not recorded and not undone ({source}): {exc}; "
+                                             f"restoring the previous policy failed: {back}", severity="high"))
+                    raise ControlError("store_failed", f"the policy went live but could not be recorded: {exc}",
+                                       hint="`stockade policy set` the intended policy again") from None
+            self._store_failed(exc, source)
         self.policy, self.sha256 = new, sha
-        rev = self._store.add_revision(self.sandbox, yaml_text=yaml_text, sha256=sha, source=source,
-                                       run_id=self.run_id)
         self.revision = rev.revision
         self._record(ConfigEvent(f"policy reloaded ({source})", revision=self.revision, sha256=sha))
         return {"revision": self.revision, "sha256": sha, "changed": True}
+
+    def _store_op(self, op: Callable[[], object], source: str) -> None:
+        try:
+            op()
+        except Exception as exc:  # noqa: BLE001
+            self._store_failed(exc, source)
+
+    def _store_failed(self, exc: Exception, source: str) -> NoReturn:
+        if isinstance(exc, StockadeError):  # e.g. the proposal was decided meanwhile
+            raise ControlError("not_pending", exc.message) from None
+        self._record(ConfigEvent(f"policy reload refused: the store could not be written ({source}): {exc}",
+                                 severity="high"))
+        raise ControlError(
+            "store_failed",
+            f"the policy revision could not be recorded, so the live policy was not changed: {exc}",
+            hint="retry when the state database is writable again",
+        ) from None
 
     def _record(self, event: ConfigEvent) -> None:
         if self._recorder is not None:

@@ -26,7 +26,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -352,11 +352,18 @@ class Store:
 
     def add_revision(
         self, sandbox: str, *, yaml_text: str, sha256: str, source: str, run_id: int | None = None,
-        time_ms: int | None = None,
+        time_ms: int | None = None, approve: int | None = None,
+        before_commit: Callable[[int], None] | None = None,
     ) -> Revision:
         """Record a policy revision (numbered per sandbox name, across runs). A policy whose
         SHA-256 equals the latest revision's is not stored again: that revision is returned.
-        With `run_id`, the run's current revision is set in the same transaction."""
+        With `run_id`, the run's current revision is set in the same transaction.
+
+        With `approve`, that pending proposal is marked approved with this revision in the same
+        transaction (StockadeError, and nothing stored, when it is not pending).
+        `before_commit(revision)` runs last inside the transaction, holding the write lock: if it
+        raises, nothing is stored (LivePolicy installs the new policy there, so a revision is
+        stored exactly when its policy went live)."""
         with self.transaction() as c:
             latest = c.execute(
                 "SELECT revision, sha256 FROM policy_revisions WHERE sandbox = ? ORDER BY revision DESC LIMIT 1",
@@ -373,6 +380,10 @@ class Store:
                 )
             if run_id is not None:
                 c.execute("UPDATE runs SET policy_revision = ? WHERE id = ?", (number, run_id))
+            if approve is not None:
+                self._decide(c, sandbox, approve, "approved", number)
+            if before_commit is not None:
+                before_commit(number)
         rev = self.revision(sandbox, number)
         assert rev is not None
         return rev
@@ -476,20 +487,22 @@ class Store:
         if status not in ("approved", "rejected"):
             raise ValueError(f"invalid decision {status!r}")
         with self.transaction() as c:
-            row = c.execute(
-                "SELECT status FROM proposals WHERE sandbox = ? AND id = ?", (sandbox, proposal_id)
-            ).fetchone()
-            if row is None:
-                raise StockadeError(f"sandbox {sandbox!r} has no proposal {proposal_id}")
-            if row[0] != "pending":
-                raise StockadeError(f"proposal {proposal_id} is already {row[0]}")
-            c.execute(
-                "UPDATE proposals SET status = ?, decided_ms = ?, revision = ? WHERE id = ?",
-                (status, _now_ms(), revision, proposal_id),
-            )
+            self._decide(c, sandbox, proposal_id, status, revision)
         result = self.proposal(sandbox, proposal_id)
         assert result is not None
         return result
+
+    @staticmethod
+    def _decide(c: sqlite3.Connection, sandbox: str, proposal_id: int, status: str, revision: int | None) -> None:
+        row = c.execute("SELECT status FROM proposals WHERE sandbox = ? AND id = ?", (sandbox, proposal_id)).fetchone()
+        if row is None:
+            raise StockadeError(f"sandbox {sandbox!r} has no proposal {proposal_id}")
+        if row[0] != "pending":
+            raise StockadeError(f"proposal {proposal_id} is already {row[0]}")
+        c.execute(
+            "UPDATE proposals SET status = ?, decided_ms = ?, revision = ? WHERE id = ?",
+            (status, _now_ms(), revision, proposal_id),
+        )
 
     # -- inference routes (the CLI of issue 5 is built on these) ----------------------------
 

@@ -65,7 +65,8 @@ class Merge:
     """What approving a proposed rule did: the new policy, the key the rule now lives under, and
     how (`added`: a new rule under the proposal's key; `merged`: its binaries were added to the
     existing rule `key`, which has exactly the proposal's endpoints; `renamed`: a new rule under
-    `key` because the proposal's own key names a rule for something else)."""
+    `key` because the proposal's own key names a rule for something else; `covered`: nothing
+    changed, every proposed binary already has more there, by rule `key`)."""
 
     policy: Policy
     key: str

@@ -293,3 +293,36 @@ def test_rules_approve_goes_through_the_running_sandbox(state):
         loop.stop()
         store.close()
         lock.release()
+
+
+def test_rules_approve_says_when_a_taken_key_made_a_new_rule(state):
+    from stockade.control import ControlServer
+    from stockade.state import RunLock, control_socket_path
+
+    taken = ("version: 1\nnetwork_policies:\n  allow_api_github_com_443:\n"
+             "    endpoints: [{ host: api.github.com, port: 443 }]\n    binaries: [{ path: /usr/bin/gh }]\n")
+    lock = RunLock("sb")
+    store = Store(state["db"])
+    run = store.start_run("sb", pid=os.getpid(), command=["sh"])
+    live = LivePolicy(store=store, sandbox="sb", run_id=run, policy=load_policy_text(taken), yaml_text=taken,
+                      swap=lambda policy: None)
+    [p] = propose(state, "sb", "api-github.com")
+    loop = ThreadLoop()
+    server = ControlServer(control_socket_path("sb"), live.handlers(), sandbox="sb")
+    loop.run(server.start(), 5)
+    try:
+        out = stockade(state, "rules", "approve", "sb", str(p.id))
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == (
+            f"approved proposal {p.id} (allow_api_github_com_443): policy revision 2; added as new rule "
+            "allow_api_github_com_443_2, since rule allow_api_github_com_443 covers other destinations")
+        rules = live.policy.network_policies
+        assert [e.host for e in rules["allow_api_github_com_443"].endpoints] == ["api.github.com"]
+        assert [b.path for b in rules["allow_api_github_com_443"].binaries] == ["/usr/bin/gh"]
+        assert [e.host for e in rules["allow_api_github_com_443_2"].endpoints] == ["api-github.com"]
+        assert [b.path for b in rules["allow_api_github_com_443_2"].binaries] == ["/usr/bin/curl"]
+    finally:
+        loop.run(server.close(), 5)
+        loop.stop()
+        store.close()
+        lock.release()

@@ -176,3 +176,90 @@ def test_reject_marks_the_proposal(env):
     assert call(env["sock"], "rules_reject", id=p.id) == {"ok": True, "id": p.id, "rule": "allow_x_example_443"}
     assert env["store"].proposal("sb", p.id).status == "rejected"
     assert env["live"].revision == 1
+
+
+def _pending_proposal(store, host="pypi.org"):
+    from stockade.events.aggregator import DenialSummary
+    from stockade.events.mapper import generate_proposals
+
+    [p] = store.merge_proposals("sb", generate_proposals([DenialSummary(host, 443, CURL, 1, 1, 1, None,
+                                                                        "policy", ())]))
+    return p
+
+
+def test_approve_with_a_locked_store_changes_nothing_and_says_why(env):
+    import sqlite3
+
+    p = _pending_proposal(env["store"])
+    engine = env["proxy"].engine
+    env["store"]._conn.execute("PRAGMA busy_timeout=200")  # instead of 10 s
+    locker = sqlite3.connect(env["db"], isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")  # another writer holds the database past the busy timeout
+    try:
+        with pytest.raises(ControlError) as info:
+            call(env["sock"], "rules_approve", id=p.id)
+        assert info.value.error == "store_failed"
+        assert "not changed" in info.value.detail and "locked" in info.value.detail
+        with pytest.raises(ControlError) as info:
+            call(env["sock"], "policy_set", yaml_text=BASE.replace("api.github.com", "github.com"))
+        assert info.value.error == "store_failed"
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert env["proxy"].engine is engine and not env["proxy"].decide("pypi.org", 443, CURL).allowed
+    assert env["live"].revision == 1 and env["live"].policy.network_policies.keys() == {"github"}
+    assert env["store"].revision("sb").revision == 1 and env["store"].proposal("sb", p.id).status == "pending"
+    # Once the store is writable, the same approval goes through.
+    reply = call(env["sock"], "rules_approve", id=p.id)
+    assert reply["revision"] == 2 and env["proxy"].decide("pypi.org", 443, CURL).allowed
+    assert env["store"].proposal("sb", p.id).status == "approved"
+
+
+def test_approve_with_a_failed_swap_leaves_the_proposal_pending_and_no_revision(env):
+    p = _pending_proposal(env["store"])
+    env["proxy"].fail_next = True
+    with pytest.raises(ControlError) as info:
+        call(env["sock"], "rules_approve", id=p.id)
+    assert info.value.error == "reload_failed"
+    assert env["live"].revision == 1 and env["store"].revision("sb").revision == 1
+    assert env["store"].proposal("sb", p.id).status == "pending"
+
+
+def test_a_commit_that_fails_after_the_swap_puts_the_previous_policy_back(env):
+    import sqlite3
+
+    class FailingCommit:  # the store writes and installs, then its commit fails (disk full, say)
+        def __init__(self, store):
+            self._store = store
+
+        def __getattr__(self, name):
+            return getattr(self._store, name)
+
+        def add_revision(self, sandbox, *, before_commit=None, **kw):
+            before_commit(2)
+            raise sqlite3.OperationalError("database or disk is full")
+
+    p = _pending_proposal(env["store"])
+    live = env["live"]
+    live._store = FailingCommit(env["store"])
+    with pytest.raises(ControlError) as info:
+        live.approve(p.id)
+    assert info.value.error == "store_failed" and "disk is full" in info.value.detail
+    assert not env["proxy"].decide("pypi.org", 443, CURL).allowed  # the previous generation again
+    assert env["proxy"].decide("api.github.com", 443, "/usr/bin/git").allowed
+    assert live.revision == 1 and policy_sha256(live.policy) == policy_sha256(load_policy_text(BASE))
+    assert env["store"].proposal("sb", p.id).status == "pending"
+
+
+def test_approving_a_colliding_key_adds_a_new_rule_and_reports_it(env):
+    reply = call(env["sock"], "policy_set", yaml_text=BASE.replace("  github:", "  allow_api_github_com_443:"))
+    assert reply["revision"] == 2
+    p = _pending_proposal(env["store"], host="api-github.com")
+    assert p.rule_key == "allow_api_github_com_443"
+    reply = call(env["sock"], "rules_approve", id=p.id)
+    assert (reply["rule"], reply["how"], reply["revision"]) == ("allow_api_github_com_443_2", "renamed", 3)
+    proxy = env["proxy"]
+    assert proxy.decide("api-github.com", 443, CURL).allowed and proxy.decide("api.github.com", 443, "/usr/bin/git").allowed
+    assert not proxy.decide("api.github.com", 443, CURL).allowed
+    assert not proxy.decide("api-github.com", 443, "/usr/bin/git").allowed
+    assert env["store"].revision("sb").source == f"rules approve {p.id} as allow_api_github_com_443_2"
