@@ -94,7 +94,8 @@ def prepare(req: Request, *, state_dir: str, env: Mapping[str, str] | None = Non
         implicit = IMPLICIT_NAMESPACE
     else:
         implicit = IMPLICIT_LANDLOCK_ONLY + (PathGrant(req.tls_dir, False, "implicit"),)
-        not_enforced += _landlock_mode_gaps(grants, state_dir, req.hidden_files)
+        _refuse_readable_key_files(grants + list(implicit), req.hidden_files)
+        not_enforced += _landlock_mode_gaps(grants, state_dir)
     if rootless and policy.process and (policy.process.run_as_user or policy.process.run_as_group):
         # Not an error: without root there is no other user to become (said in the report).
         notes.append("process.run_as_user/run_as_group NOT APPLIED (rootless: the command keeps your uid)")
@@ -141,20 +142,29 @@ def _run_as(policy: Policy) -> RunAs:
         raise StockadeError(str(exc)) from None
 
 
-def _landlock_mode_gaps(grants: list[PathGrant], state_dir: str, hidden: tuple[str, ...] = ()) -> list[str]:
+def _landlock_mode_gaps(grants: list[PathGrant], state_dir: str) -> list[str]:
     gaps = []
     real_state = os.path.realpath(state_dir)
     for grant in grants:
         if is_within(real_state, os.path.realpath(grant.path)):
             gaps.append(f"the state directory is reachable through {grant.path} (no mount namespace to hide it)")
             break
+    return gaps
+
+
+def _refuse_readable_key_files(grants: list[PathGrant], hidden: tuple[str, ...]) -> None:
+    """Landlock-only mode has no mount namespace to cover an inference key file with: one under
+    a granted path would be readable by the command, which defeats the point of the router (the
+    key never enters the sandbox). Refused in every compatibility mode, not reported."""
     for path in hidden:
         real = os.path.realpath(path)
         reachable = next((g.path for g in grants if is_within(real, os.path.realpath(g.path))), None)
         if reachable is not None:
-            gaps.append(f"the inference key file {path} is readable through {reachable} (no mount namespace "
-                        "to hide it)")
-    return gaps
+            raise StockadeError(
+                f"the inference key file {path} would be readable inside the sandbox (through "
+                f"{reachable}): --isolation landlock has no mount namespace to hide it",
+                hint="move the key file outside the policy's filesystem paths, or give the route "
+                     "its key with --api-key-env (api_key_env in a routes file)")
 
 
 def socket_candidates(env: Mapping[str, str], uid: int) -> tuple[str, ...]:

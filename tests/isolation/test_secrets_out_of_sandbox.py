@@ -1,10 +1,14 @@
 """Secrets stay out of the sandbox: environment overrides (secret and route key placeholders)
-and the inference key files the view covers (or, in the landlock-only mode, says it cannot)."""
+and the inference key files the view covers (the landlock-only mode, which cannot cover one,
+refuses to start when the policy grants a key file)."""
 
 from __future__ import annotations
 
 import os
 
+import pytest
+
+from stockade.errors import StockadeError
 from stockade.isolation.environment import EnvironmentInputs, build_environment
 from stockade.isolation.prepare import Request, prepare
 from stockade.policy.loader import load_policy_text
@@ -29,11 +33,24 @@ def test_the_spec_carries_the_overrides_and_the_files_to_hide(tmp_path):
     assert spec.env["API_TOKEN"] == "ph" and spec.hidden_files == (os.path.realpath(keyfile),)
 
 
-def test_landlock_mode_says_a_readable_key_file_is_not_hidden(tmp_path):
+def test_landlock_mode_refuses_a_readable_key_file(tmp_path):
     keyfile = tmp_path / "key"
     keyfile.write_text("k")
     policy = load_policy_text(f"version: 1\nfilesystem_policy: {{read_only: [{tmp_path}]}}\n")
+    with pytest.raises(StockadeError) as exc:  # best_effort too: not a NOT ENFORCED line
+        prepare(Request(argv=("true",), policy=policy, name="sb", isolation="landlock",
+                        tls_dir=str(tmp_path / "tls"), hidden_files=(str(keyfile),)),
+                state_dir="/nonexistent-state", env=ENV)
+    assert str(keyfile) in exc.value.message and "--api-key-env" in (exc.value.hint or "")
+    assert exc.value.exit_code == 125
+
+
+def test_landlock_mode_accepts_a_key_file_outside_the_policy(tmp_path):
+    (tmp_path / "granted").mkdir()
+    keyfile = tmp_path / "key"
+    keyfile.write_text("k")
+    policy = load_policy_text(f"version: 1\nfilesystem_policy: {{read_only: [{tmp_path}/granted]}}\n")
     prepared = prepare(Request(argv=("true",), policy=policy, name="sb", isolation="landlock",
                                tls_dir=str(tmp_path / "tls"), hidden_files=(str(keyfile),)),
                        state_dir="/nonexistent-state", env=ENV)
-    assert any("inference key file" in gap and str(keyfile) in gap for gap in prepared.not_enforced)
+    assert not any("key file" in gap for gap in prepared.not_enforced)
