@@ -13,7 +13,7 @@ The last two end the connection even after successful inference requests on it (
 PR #819: otherwise a kept-alive connection becomes a tunnel for arbitrary requests).
 
 Router failures are answered in the protocol's error shape and keep the connection:
-no route 503, unreadable key 503, backend unreachable 502, backend timeout 504, non-JSON body
+no route 503, unreadable key 503, a key file not hidden from the sandbox at its start 503, backend unreachable 502, backend timeout 504, non-JSON body
 400; a body over the cap is 413 and closes (its rest is never read). Backend statuses, 4xx and
 5xx included, are relayed as the backend sent them (with the route's key redacted).
 """
@@ -23,9 +23,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import ssl
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,11 +73,15 @@ class RouterConfig:
 class InferenceRouter:
     def __init__(self, routes: RouteSource, *, recorder: Recorder | None = None,
                  config: RouterConfig | None = None, environ: Mapping[str, str] | None = None,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, key_files: Collection[str] | None = None) -> None:
         """`routes`: a fixed list (from `load_routes_file`) or a callable returning the current
         routes (e.g. `StoreRoutes()`), consulted per request. `environ`: where `api_key_env`
-        keys are read (default: the supervisor's os.environ, read at request time)."""
+        keys are read (default: the supervisor's os.environ, read at request time).
+        `key_files`: the only `api_key_file`s routes may use (real paths): those hidden from the
+        sandbox when it started. A route added later with another key file is refused (503), as
+        the sandbox may be able to read that file. None: any file (no sandbox beside it)."""
         self._routes = routes
+        self.key_files = None if key_files is None else frozenset(key_files)
         self.recorder: Recorder = recorder or NullRecorder()
         self.config = config or RouterConfig()
         self._environ = environ
@@ -89,6 +94,12 @@ class InferenceRouter:
             self._backend = Backend(connect_timeout=self.config.connect_timeout, verify=self.config.verify,
                                     max_connections=self.config.max_backend_connections)
         return self._backend
+
+    def key_file_known(self, route: Route) -> bool:
+        """Whether the route's key, if it comes from a file, comes from one hidden at start."""
+        if self.key_files is None or not route.api_key_file:
+            return True
+        return os.path.realpath(route.api_key_file) in self.key_files
 
     def current_routes(self) -> Sequence[Route]:
         return self._routes() if callable(self._routes) else self._routes
@@ -252,6 +263,15 @@ class _Call:
         if isinstance(choice, NoRoute):
             return await self.fail(RouterError(503, "inference_not_configured", choice.message, retryable=False))
         route = self.route = choice
+        if not self.router.key_file_known(route):
+            log.warning("inference route %r refused: its key file %s was not hidden from this "
+                        "sandbox when it started", route.name, route.api_key_file)
+            return await self.fail(RouterError(
+                503, "api_key_unavailable", f"inference route {route.name!r} was added with a key "
+                "file after this sandbox started, so the file was not hidden from it: the route is "
+                "not used here (restart the sandbox, or give the route its key with --api-key-env)",
+                retryable=False), f"key file {route.api_key_file} was not hidden when the sandbox "
+                "started (route added later): refused")
         try:
             key = resolve_key(route, self.router._environ)
         except KeyUnavailable as exc:

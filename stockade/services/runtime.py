@@ -227,7 +227,8 @@ class Services:
         leaves = LeafCache(ctx.ca.load())
         routes = inputs.routes if inputs.routes is not None else StoreRoutes()
         self.router = InferenceRouter(routes, recorder=recorder,
-                                      environ=key_environment(os.environ, ctx.spec.env))
+                                      environ=key_environment(os.environ, ctx.spec.env),
+                                      key_files=ctx.spec.hidden_files)
         self.server = ProxyServer(
             self.holder, identity=self._identity(), leaf_cache=leaves, secrets=inputs.secrets,
             recorder=recorder, upstream_tls=leaves.upstream_context(inputs.upstream_ca),
