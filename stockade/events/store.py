@@ -562,8 +562,9 @@ class Store:
 
     def prune(self, retention: Retention, *, now_ms: int | None = None, chunk: int = 5000) -> int:
         """Delete events beyond the age and size bounds (oldest first, in short transactions so
-        writers of other sandboxes are not held up), and finished runs older than the age bound.
-        Returns the number of events deleted."""
+        writers of other sandboxes are not held up), and finished runs and approved proposals
+        older than the age bound (rejected proposals are kept). Returns the number of events
+        deleted."""
         cutoff = (now_ms or _now_ms()) - int(retention.max_age_s * 1000)
         deleted = 0
         while True:
@@ -587,7 +588,12 @@ class Store:
             deleted += n
         with self.transaction() as c:
             c.execute("DELETE FROM runs WHERE status != 'running' AND ended_ms < ?", (cutoff,))
-            c.execute("DELETE FROM proposals WHERE status != 'pending' AND decided_ms < ?", (cutoff,))
+            # Rejected proposals are kept however old: each is the user's decision that keeps its
+            # host:port from being proposed again (merge_proposals), and they are tiny. Approved
+            # ones go with the events: nothing reads them to decide anything (new denials open a
+            # new proposal after an approval), and the policy revision each produced, which is
+            # never pruned, keeps the rule and its source (`rules approve ID`). Pending ones stay.
+            c.execute("DELETE FROM proposals WHERE status = 'approved' AND decided_ms < ?", (cutoff,))
         if deleted:
             with self._lock:
                 self._conn.execute("PRAGMA incremental_vacuum")

@@ -185,3 +185,19 @@ def test_deciding_twice_or_an_unknown_id_is_a_clear_error(store):
         store.decide_proposal("sb", 999, "approved")
     with pytest.raises(StockadeError, match="no proposal"):
         store.decide_proposal("other", p.id, "approved")  # ids are checked against the sandbox
+
+
+def test_a_rejection_outlives_the_event_retention(store):
+    from stockade.events.store import Retention
+
+    day = 86_400_000
+    [p] = store.merge_proposals("sb", generate_proposals([summary("x.example")]), now_ms=1000)
+    store.decide_proposal("sb", p.id, "rejected")
+    [q] = store.merge_proposals("sb", generate_proposals([summary("y.example")]), now_ms=1000)
+    store.decide_proposal("sb", q.id, "approved", revision=2)
+    later = store.proposal("sb", p.id).decided_ms + 30 * day
+    store.prune(Retention(max_age_s=7 * 86400), now_ms=later)
+    assert [(x.host, x.status) for x in store.proposals("sb")] == [("x.example", "rejected")]
+    store.merge_proposals("sb", generate_proposals([summary("x.example", count=4)]), now_ms=later)
+    assert store.proposals("sb", status="pending") == []  # still rejected: not proposed again
+    assert store.proposal("sb", p.id).hit_count == 5
