@@ -57,7 +57,12 @@ class ProposedRule:
 
 
 def rule_name(host: str, port: int) -> str:
-    """`allow_<host>_<port>`: `.` and `-` become `_`, anything else not alphanumeric is dropped."""
+    """`allow_<host>_<port>`: `.` and `-` become `_`, anything else not alphanumeric is dropped.
+
+    A name, not an identity: `api.github.com`, `api-github.com` and `api_github.com` all give
+    `allow_api_github_com_443`. Proposals are keyed by (host, port) in the store, and approval
+    (policy.reload.merge_proposed_rule) never merges by name alone: a taken name whose rule is
+    for another destination makes the approved rule `<name>_2` (the first free number)."""
     s = host.replace(".", "_").replace("-", "_")
     s = "".join(c for c in s if c.isascii() and (c.isalnum() or c == "_"))
     return f"allow_{s}_{port}"
