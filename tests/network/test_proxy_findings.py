@@ -4,24 +4,20 @@ for an executable replaced after its first use."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from stockade.events.ocsf import to_ocsf
 from stockade.events.types import Action, FindingEvent, NetworkEvent
-from stockade.network.identity import IdentityResolver
-from stockade.network.limits import Limits
 from stockade.network.tofu import BinaryHasher
 
-from .support.harness import MapResolver, Net, net, start_proxy  # noqa: F401
-from .support.origins import Origin
+from .support.harness import Net, net  # noqa: F401
+from .support.clients import allow, run_clients
 
 pytestmark = [
     pytest.mark.netns,
@@ -37,33 +33,10 @@ def curl(tool: str, host: str) -> str:
 
 
 def through_proxy(testnet, net: Net, policy, names, commands, hasher):
-    """Run each shell command (the identity root) through one in-process proxy; returns the
-    (returncode, stdout) of each and every event the proxy recorded."""
-    results = []
-    events = []
-
-    async def main():
-        origin = await Origin().start(net.a, 0)
-        port = origin.server.sockets[0].getsockname()[1]
-        proxy = await start_proxy(net.proxy, policy(port), port=PROXY_PORT,
-                                  resolver=MapResolver(names), identity=None, limits=Limits())
-        proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
-        loop = asyncio.get_running_loop()
-        try:
-            for command in commands:
-                script = command.format(proxy=f"http://{net.proxy}:{PROXY_PORT}", port=port)
-                p = testnet.spawn(["sh", "-c", f"read go; {script}"], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                proxy.server.identity = IdentityResolver(proc_fd, root_pid=p.pid, hasher=hasher)
-                out, _err = await loop.run_in_executor(None, lambda: p.communicate("go\n", 30))
-                results.append((p.returncode, out))
-        finally:
-            events.extend(proxy.recorder.events)
-            os.close(proc_fd)
-            await proxy.close()
-            await origin.close()
-    net.run(main, timeout=60)
-    return results, events
+    """Each command's (returncode, stdout), and every event the proxy recorded."""
+    results, events = run_clients(testnet, net, policy, commands, port=PROXY_PORT, hasher=hasher,
+                                  names=names)
+    return [(rc, out) for rc, out, _err in results], events
 
 
 def status_and_body(out: str) -> tuple[int, dict]:
@@ -128,15 +101,7 @@ def test_a_binary_replaced_after_its_first_use_records_a_finding_with_both_hashe
     tmp_path.chmod(0o755)
     binary = os.path.realpath(tool)
 
-    def policy(port: int) -> str:
-        return f"""
-        version: 1
-        network_policies:
-          origin:
-            endpoints:
-              - {{ host: origin.test, port: {port}, allowed_ips: ["10.77.0.0/24"] }}
-            binaries: [{{ path: {binary} }}]
-        """
+    policy = allow(binary)
     names = {"origin.test": [net.a]}
     command = curl(binary, "origin.test")
     hasher = BinaryHasher()

@@ -4,21 +4,18 @@ sandbox wiring is tested with `stockade run`)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from stockade.network.identity import IdentityResolver
-from stockade.network.limits import Limits
 from stockade.network.tofu import BinaryHasher
 
-from .support.harness import MapResolver, Net, net, start_proxy  # noqa: F401
-from .support.origins import Origin
+from .support.harness import Net, net  # noqa: F401
+from .support import clients
+from .support.clients import allow
 
 pytestmark = [
     pytest.mark.netns,
@@ -30,47 +27,7 @@ PROXY_PORT = 41311
 
 
 def run_clients(testnet, net: Net, policy_for, commands: list[str], hasher=None):
-    """Run each shell command as the identity root, through one in-process proxy."""
-    hasher = hasher or BinaryHasher()
-    results = []
-
-    async def main():
-        origin = await Origin().start(net.a, 0)
-        port = origin.server.sockets[0].getsockname()[1]
-        proxy = await start_proxy(net.proxy, policy_for(port), port=PROXY_PORT,
-                                  resolver=MapResolver({"origin.test": [net.a]}),
-                                  identity=None, limits=Limits())
-        proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
-        loop = asyncio.get_running_loop()
-        try:
-            for command in commands:
-                script = command.format(proxy=f"http://{net.proxy}:{PROXY_PORT}", port=port)
-                # The shell waits for the go line, so the resolver is rooted at it first.
-                p = testnet.spawn(["sh", "-c", f"read go; {script}"], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                proxy.server.identity = IdentityResolver(proc_fd, root_pid=p.pid,
-                                                                  hasher=hasher)
-                out, err = await loop.run_in_executor(None, lambda: p.communicate("go\n", 30))
-                results.append((p.returncode, out, err))
-        finally:
-            os.close(proc_fd)
-            await proxy.close()
-            await origin.close()
-    net.run(main, timeout=60)
-    return results
-
-
-def allow(binary: str):
-    def policy(port: int) -> str:
-        return f"""
-        version: 1
-        network_policies:
-          origin:
-            endpoints:
-              - {{ host: origin.test, port: {port}, allowed_ips: ["10.77.0.0/24"] }}
-            binaries: [{{ path: {binary} }}]
-        """
-    return policy
+    return clients.run_clients(testnet, net, policy_for, commands, port=PROXY_PORT, hasher=hasher)[0]
 
 
 CURL = "curl -sS --max-time 10 -w '\\n%{{http_code}}' -x {proxy} http://origin.test:{port}/x"
