@@ -43,6 +43,7 @@ NO_ENDPOINT = "no_endpoint"  # no endpoint of any rule matches host:port
 BINARY_NOT_ALLOWED = "binary_not_allowed"  # endpoints match, but not for this binary/ancestors
 REASON_CODES = (NO_POLICIES, NO_ENDPOINT, BINARY_NOT_ALLOWED)
 DEFAULT_CACHE_SIZE = 4096
+GLOB_MEMO_SIZE = 1024  # binary paths remembered per rule with globs
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -113,6 +114,10 @@ class _Rule:
     rule: NetworkRule
     exact: frozenset[str]
     globs: tuple[Glob, ...]
+    # path -> whether a glob of this rule matches it. A sandbox runs few distinct binaries, and
+    # a policy generation never changes, so each path is matched once (bounded; dict operations
+    # are atomic, so the engine stays safe to share between threads).
+    glob_memo: dict[str, bool] | None
 
     def allows(self, binary: str | None, ancestors: Sequence[str]) -> bool:
         if not self.exact and not self.globs:
@@ -125,13 +130,31 @@ class _Rule:
         for a in ancestors:
             if a in exact:
                 return True
-        for g in self.globs:
-            if g.match(binary):
+        if self.globs:
+            if self.glob_memo is None:
+                return self._glob_match(binary) or any(self._glob_match(a) for a in ancestors)
+            if self._memo_match(binary):
                 return True
             for a in ancestors:
-                if g.match(a):
+                if self._memo_match(a):
                     return True
         return False
+
+    def _glob_match(self, path: str) -> bool:
+        for g in self.globs:
+            if g.match(path):
+                return True
+        return False
+
+    def _memo_match(self, path: str) -> bool:
+        memo = self.glob_memo
+        hit = memo.get(path)  # type: ignore[union-attr]
+        if hit is None:
+            hit = self._glob_match(path)
+            if len(memo) >= GLOB_MEMO_SIZE:  # type: ignore[arg-type]
+                memo.clear()  # type: ignore[union-attr]
+            memo[path] = hit  # type: ignore[index]
+        return hit
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,10 +254,11 @@ class Engine:
     """A compiled policy. Immutable after construction (its caches only memoise); safe to share
     between threads."""
 
-    def __init__(self, policy: Policy, *, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+    def __init__(self, policy: Policy, *, cache_size: int = DEFAULT_CACHE_SIZE, binary_memo: bool = True) -> None:
         self.policy = policy
         keys = sorted(policy.network_policies)
-        self.rules: tuple[_Rule, ...] = tuple(_compile_rule(policy.network_policies[k]) for k in keys)
+        self.rules: tuple[_Rule, ...] = tuple(_compile_rule(policy.network_policies[k], binary_memo)
+                                                for k in keys)
         self.entries: list[_Entry] = []
         exact: dict[str, dict[int, list[_Entry]]] = {}
         wild: dict[int, dict[str, list[_Entry]]] = {}
@@ -356,18 +380,19 @@ class Engine:
                      config.index, l7)
 
 
-def compile_policy(policy: Policy, *, cache_size: int = DEFAULT_CACHE_SIZE) -> Engine:
+def compile_policy(policy: Policy, *, cache_size: int = DEFAULT_CACHE_SIZE, binary_memo: bool = True) -> Engine:
     """Build the decision engine for a validated policy (once per policy generation).
 
     Decisions are memoised per (host, port, binary, ancestors) up to `cache_size` entries
-    (0 disables it): an agent reconnects to the same few destinations all the time."""
-    return Engine(policy, cache_size=cache_size)
+    (0 disables it): an agent reconnects to the same few destinations all the time. With
+    `binary_memo`, each rule also remembers which binary paths its globs match (_Rule)."""
+    return Engine(policy, cache_size=cache_size, binary_memo=binary_memo)
 
 
-def _compile_rule(rule: NetworkRule) -> _Rule:
+def _compile_rule(rule: NetworkRule, memo: bool) -> _Rule:
     exact = frozenset(b.path for b in rule.binaries if "*" not in b.path)
     globs = tuple(path_glob(b.path) for b in rule.binaries if "*" in b.path)
-    return _Rule(rule.key, rule, exact, globs)
+    return _Rule(rule.key, rule, exact, globs, {} if memo and globs else None)
 
 
 def _compile_l7(key: str, ep: Endpoint) -> tuple[CompiledAllow, ...]:

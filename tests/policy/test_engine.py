@@ -308,3 +308,34 @@ def test_engine_decisions_are_ordinary_frozen_decisions(t0):
     assert d == Decision(True, None, "api.anthropic.com", 443, NODE, ("/bin/sh",), d.match, t0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         d.allowed = False  # type: ignore[misc]
+
+
+GLOB_POLICY = """
+version: 1
+network_policies:
+  tools:
+    endpoints: [{ host: api.example.com, port: 443 }]
+    binaries: [{ path: "/opt/*/bin/**" }, { path: "/home/*/.local/bin/agent" }, { path: /usr/bin/curl }]
+"""
+
+
+def test_the_binary_memo_answers_exactly_as_the_globs_do():
+    """Each rule remembers which paths its globs match: the same decisions with and without the
+    memo, for first and repeated paths, as binary or ancestor, across the memo's clearing."""
+    from stockade.policy import engine as engine_module
+
+    policy = load_policy_text(GLOB_POLICY)
+    memo = compile_policy(policy, cache_size=0)
+    plain = compile_policy(policy, cache_size=0, binary_memo=False)
+    paths = ["/opt/app/bin/node", "/opt/app/lib/node", "/opt/x/bin/a/b", "/home/al/.local/bin/agent",
+             "/home/al/.local/bin/agent2", "/usr/bin/curl", "/usr/bin/wget", "/opt/bin/x"]
+    paths += [f"/opt/n{i}/bin/tool" for i in range(engine_module.GLOB_MEMO_SIZE + 5)]  # past the bound
+    for _ in range(2):
+        for path in paths:
+            for binary, ancestors in ((path, ()), ("/usr/bin/wget", (path,)), ("/bin/sh", ("/x", path))):
+                got = memo.decide("api.example.com", 443, binary, ancestors).allowed
+                assert got == plain.decide("api.example.com", 443, binary, ancestors).allowed, (binary, ancestors)
+    rule = memo.rules[0]
+    assert rule.glob_memo is not None and len(rule.glob_memo) <= engine_module.GLOB_MEMO_SIZE
+    assert memo.decide("api.example.com", 443, "/opt/app/bin/node").allowed
+    assert not memo.decide("api.example.com", 443, "/opt/app/lib/node").allowed
