@@ -149,6 +149,18 @@ def _landlock_mode_gaps(grants: list[PathGrant], state_dir: str) -> list[str]:
         if is_within(real_state, os.path.realpath(grant.path)):
             gaps.append(f"the state directory is reachable through {grant.path} (no mount namespace to hide it)")
             break
+    # Landlock rights add up along a path and there is no read-only bind in this mode, so a
+    # read_only path below a read_write one is writable: say so (an error under hard_requirement)
+    # instead of letting the policy look enforced.
+    writable = [(g.path, os.path.realpath(g.path)) for g in grants if g.writable]
+    for grant in grants:
+        if grant.writable:
+            continue
+        real = os.path.realpath(grant.path)
+        parent = next((path for path, rw in writable if is_within(real, rw) and real != rw), None)
+        if parent is not None:
+            gaps.append(f"read_only {grant.path} is writable: it lies under read_write {parent} "
+                        "(Landlock rights add up; no mount namespace to make it read-only)")
     return gaps
 
 
