@@ -288,13 +288,21 @@ def encode_response_head(status: int, reason: str, headers: Headers, version: st
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
+# Fields a `Connection` token may not remove. Content-Length delimits the body this proxy
+# forwards: dropping it because the sender listed it (`Connection: Content-Length`) made the next
+# hop see a bodiless message and read the body as the next request, unchecked (smuggling). Host
+# was checked against the tunnel (or set from the URL); dropping it would let the upstream pick
+# a default virtual host instead.
+_NOT_NOMINABLE = frozenset({"content-length", "host"})
+
+
 def end_to_end(headers: Headers, connection: frozenset[str],
                names: list[str] | None = None, *, also: frozenset[str] = frozenset()) -> Headers:
     """`headers` without hop-by-hop fields, the fields Connection names, and `also`.
     `names` are the lower-cased names when the parser already computed them."""
     drop = HOP_BY_HOP
     if connection or also:
-        drop = drop | connection | also
+        drop = drop | (connection - _NOT_NOMINABLE) | also
     if names is None or len(names) != len(headers):
         return [(k, v) for k, v in headers if k.lower() not in drop]
     return [h for h, n in zip(headers, names) if n not in drop]
