@@ -25,6 +25,7 @@ from .l7 import TunnelSession
 from .limits import Limits
 from .pipeline import Caller
 from .relay import Channel, relay
+from .placeholders import refuse_placeholder_host
 from .responses import CONNECT_ESTABLISHED, ErrorResponse, ProxyError, denied, inference_unavailable
 from .target import INFERENCE_HOST, Authority, parse_connect_target
 from .tlschannel import TlsChannel, TlsError
@@ -122,6 +123,7 @@ class ConnectHandler:
 
     async def _tunnel(self, authority: Authority) -> None:
         host, port, caller = authority.host, authority.port, self.caller
+        refuse_placeholder_host(self.server, caller, host, port, self.recorder)
         label = f"CONNECT {authority}"
         decision = self.pipeline.decide(host, port, caller, "connect", label)
         admission = await self.pipeline.admit(decision, host, port, caller, "connect", label)

@@ -14,7 +14,9 @@ substitution (percent-encoded, base64-wrapped outside a Basic credential, embedd
 in a header value, in a query key, the authority or a fragment) refuses the whole request: it
 leaves the proxy neither with the secret nor as the placeholder.
 
-Sans-IO: strings and bytes in, strings and bytes out. Request bodies are not inspected.
+Sans-IO: strings and bytes in, strings and bytes out. Request bodies are not inspected (and
+request trailers are dropped by the proxy, exchange.py); a destination host carrying a
+placeholder is refused before it is decided or resolved (placeholders.py).
 """
 
 from __future__ import annotations

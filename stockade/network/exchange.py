@@ -377,7 +377,10 @@ class HttpSession:
                 await upstream.drain()
             elif isinstance(ev, EndOfMessage):
                 if chunked:
-                    upstream.write(encode_last_chunk(ev.trailers))
+                    # Request trailers are dropped: nothing decides or substitutes them (a
+                    # placeholder, a second Host or Content-Length could ride there unchecked),
+                    # and HTTP/1.1 lets a proxy discard them (RFC 9110 §6.5.1).
+                    upstream.write(encode_last_chunk([]))
                 return True
             elif ev is Signal.NEED_DATA:
                 if rr.done.done() or upstream.closed:

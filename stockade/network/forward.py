@@ -32,7 +32,7 @@ from .exchange import (
 from .httphead import Request
 from .limits import Limits
 from .pipeline import Caller
-from .placeholders import apply_secrets, shown_path
+from .placeholders import apply_secrets, refuse_placeholder_host, shown_path
 from .relay import Channel
 from .responses import ProxyError, use_connect
 from .target import INFERENCE_HOST, Authority, is_https, parse_absolute_url
@@ -189,6 +189,7 @@ class ForwardSession(HttpSession):
             raise ProxyError(use_connect(auth.host, auth.port))
         if auth.host == INFERENCE_HOST and auth.port == 80:
             raise HandOver()
+        refuse_placeholder_host(self.server, caller, auth.host, auth.port, self.recorder)
         path = url.target.split("?", 1)[0]
         label = f"{request.method} {auth}{path}"
         decision = self.pipeline.decide(auth.host, auth.port, caller, "forward", label)

@@ -27,6 +27,23 @@ def shown_path(secrets: Any, target: str) -> str:
     return secrets.redact(path) if secrets is not None else path
 
 
+def refuse_placeholder_host(server: Any, caller: Caller, host: str, port: int, recorder: Any) -> None:
+    """A destination host that carries a placeholder is refused before it is decided: deciding
+    a wildcard rule would resolve it, and the DNS query would carry the placeholder out."""
+    secrets = server.secrets
+    if secrets is None or not secrets.contains_placeholder(host):
+        return
+    reason = "the destination host contains a credential placeholder"
+    recorder.record(FindingEvent(
+        "placeholder_misuse", f"credential placeholder in the destination {secrets.redact(host)}:{port}",
+        "high", caller.actor, reason, secrets.redact(host), port))
+    raise ProxyError(denied(
+        error="credential_refused", detail="a credential placeholder may not be part of a "
+        "destination host; nothing was resolved or dialled", host=secrets.redact(host), port=port,
+        binary=caller.binary, policy=None, reason=reason, hint=None,
+        extra={"reason_code": "placeholder_in_host"}))
+
+
 def apply_secrets(server: Any, caller: Caller, host: str, port: int, target: str,
                   headers: Headers, recorder: Any) -> tuple[str, Headers]:
     """(target, headers) to forward; raises ProxyError when a placeholder may not go there."""

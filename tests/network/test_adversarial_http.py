@@ -15,7 +15,7 @@ import pytest
 from stockade.events.types import FindingEvent
 from stockade.network.credentials import SecretStore
 
-from .support.harness import Net, net, scene  # noqa: F401
+from .support.harness import MapResolver, Net, net, scene, start_proxy  # noqa: F401
 from .support.origins import Origin, RawServer, read_head
 from .support.wire import Wire, get
 
@@ -417,4 +417,66 @@ def test_placeholder_in_host_header_does_not_pick_the_bound_host(net: Net):
             assert reply.status == 403 and reply.json()["error"] == "credential_refused"
             assert s.upstream.seen == []
             assert s.proxy.events(FindingEvent)
+    net.run(main)
+
+
+def test_request_trailers_are_not_forwarded(net: Net):
+    """Nothing decides or substitutes trailers: a placeholder, a second Host or a Content-Length
+    there never reaches the origin (the chunked body does)."""
+    secrets = SecretStore.from_specs(["API_KEY=api.test"], {"API_KEY": SECRET})
+    ph = secrets.placeholder_env()["API_KEY"]
+    seen: list[bytes] = []
+
+    async def script(reader, writer):
+        data = b""
+        while not data.endswith(b"0\r\n\r\n") and (more := await reader.read(65536)):
+            data += more
+        seen.append(data)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+
+    async def main():
+        async with staged(net, RawServer(script), extra="", secrets=secrets) as s:
+            request = (f"POST http://other.test:{s.port}/x HTTP/1.1\r\nHost: other.test:{s.port}\r\n"
+                       "Transfer-Encoding: chunked\r\nTrailer: X-Key, Host, Content-Length\r\n\r\n"
+                       f"5\r\nhello\r\n0\r\nX-Key: {ph}\r\nHost: api.test\r\nContent-Length: 0\r\n\r\n")
+            reply = await s.ask(request.encode())
+            assert reply.status == 200
+            assert len(seen) == 1 and seen[0].endswith(b"5\r\nhello\r\n0\r\n\r\n"), seen
+            assert ph.encode() not in seen[0] and b"api.test" not in seen[0]
+    net.run(main)
+
+
+@pytest.mark.parametrize("path", ["connect", "forward"])
+def test_a_placeholder_in_the_destination_host_is_refused_before_any_lookup(net: Net, path):
+    """Under a wildcard rule, deciding `<placeholder>.example` would resolve it: the DNS query
+    would carry the placeholder out. It is refused first, and nothing is resolved."""
+    secrets = SecretStore.from_specs(["TOKEN=api.test"], {"TOKEN": SECRET})
+    ph = secrets.placeholder_env()["TOKEN"]  # letters, digits and '-': a valid DNS label
+    resolver = MapResolver()
+
+    async def main():
+        wildcard = """
+        version: 1
+        network_policies:
+          any:
+            endpoints: [{ host: "*.corp.test", port: 80 }]
+            binaries: [{ path: /usr/bin/curl }]
+        """
+        proxy = await start_proxy(net.proxy, wildcard, resolver=resolver, secrets=secrets)
+        try:
+            w = await Wire.open(proxy.host, proxy.port)
+            host = f"{ph.lower()}.corp.test"
+            if path == "connect":
+                await w.send(f"CONNECT {host}:80 HTTP/1.1\r\nHost: {host}:80\r\n\r\n".encode())
+            else:
+                await w.send(get(f"http://{host}/x", host))
+            reply = await w.response()
+            assert reply.status == 403 and reply.json()["error"] == "credential_refused"
+            assert reply.json()["reason_code"] == "placeholder_in_host"
+            assert ph.lower() not in reply.body.decode()
+            assert resolver.calls == []
+            assert [e for e in proxy.events(FindingEvent) if e.kind == "placeholder_misuse"]
+        finally:
+            await proxy.close()
     net.run(main)
