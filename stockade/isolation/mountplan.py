@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .paths import Inspect, PathGrant, depth, is_within, path_error_reason, resolve
+from .paths import Inspect, PathGrant, depth, is_within, path_error_reason, planted_links, resolve
 
 # Paths the sandbox gets fresh instead of from the host.
 PRIVATE_ROOTS = {"/proc": "proc", "/dev": "dev", "/tmp": "tmp", "/run": "run"}
@@ -83,7 +83,11 @@ def plan_mounts(grants: list[PathGrant] | tuple[PathGrant, ...], inspect: Inspec
     links: dict[str, str] = {}
     skipped: list[tuple[str, str]] = []
     notes: list[str] = []
+    planted = planted_links(grants, inspect, private=("/tmp", "/run"))
     for grant in grants:
+        if grant.path in planted:
+            skipped.append((grant.path, planted[grant.path]))
+            continue
         res = resolve(grant.path, inspect)
         if res.kind == "missing":
             skipped.append((grant.path, path_error_reason(res.error)))

@@ -123,3 +123,29 @@ def is_within(path: str, root: str) -> bool:
 
 def depth(path: str) -> int:
     return 0 if path == "/" else path.count("/")
+
+
+def planted_links(grants: list[PathGrant] | tuple[PathGrant, ...], inspect: Inspect,
+                  private: tuple[str, ...] = ()) -> dict[str, str]:
+    """Grants that reach their target through a symlink inside a writable grant and out of it:
+    {policy path: why}. An earlier sandbox (or this one's agent, for the next run) may have
+    planted that link to point a later policy path at `~/.ssh`; following it would mount or
+    grant what the policy never named. Links inside `private` roots (the sandbox's own /tmp
+    and /run) never persist on the host, so they are not suspect."""
+    roots = []
+    for grant in grants:
+        if grant.writable:
+            real = resolve(grant.path, inspect).real
+            if not any(is_within(real, p) for p in private):
+                roots.append(real)
+    suspect: dict[str, str] = {}
+    for grant in grants:
+        res = resolve(grant.path, inspect)
+        for link, target in res.links:
+            root = next((r for r in roots if is_within(link, r) and link != r), None)
+            if root is not None and not is_within(res.real, root):
+                suspect[grant.path] = (f"reached through the symlink {link} -> {target}, which lies in "
+                                       f"the writable {root} and points outside it (a sandbox could "
+                                       "have planted it); list the real path in the policy instead")
+                break
+    return suspect

@@ -16,7 +16,7 @@ from ..policy.model import Compatibility, Policy
 from .environment import CA_DIR, EnvironmentInputs, build_environment
 from .landlock import IMPLICIT_LANDLOCK_ONLY, IMPLICIT_NAMESPACE
 from .mountplan import MountPlan, plan_mounts
-from .paths import PathGrant, host_inspect, is_within, normalize
+from .paths import PathGrant, host_inspect, is_within, normalize, planted_links
 from .privileges import RunAs, resolve_run_as
 from .seccomp import effective_denylist
 from .spec import NAMESPACES, NAMESPACES_ROOT, NAMESPACES_ROOTLESS, PROXY_HOST, PROXY_PORT, SandboxSpec
@@ -94,6 +94,11 @@ def prepare(req: Request, *, state_dir: str, env: Mapping[str, str] | None = Non
         implicit = IMPLICIT_NAMESPACE
     else:
         implicit = IMPLICIT_LANDLOCK_ONLY + (PathGrant(req.tls_dir, False, "implicit"),)
+        # Landlock opens the host's paths, following links: one planted in a writable grant
+        # would grant its target (the mount plan skips these the same way).
+        planted = planted_links(grants, host_inspect())
+        grants = [g for g in grants if g.path not in planted]
+        not_enforced += [f"{path} not granted: {why}" for path, why in planted.items()]
         _refuse_readable_key_files(grants + list(implicit), req.hidden_files)
         not_enforced += _landlock_mode_gaps(grants, state_dir)
     if rootless and policy.process and (policy.process.run_as_user or policy.process.run_as_group):

@@ -115,7 +115,8 @@ def build_report(spec: SandboxSpec, notes: tuple[str, ...], not_enforced: tuple[
     if facts.get("detached"):
         notes.append("hidden (could not be made read-only): " + ", ".join(facts["detached"]))
     skipped = dict((p, why) for p, why in (spec.plan.skipped if spec.plan else ()))
-    skipped.update((p, why) for p, why in facts.get("landlock_skipped", []))
+    for path, why in facts.get("landlock_skipped", []):
+        skipped.setdefault(path, why)  # the plan's reason (why it is not in the view) comes first
     implicit = tuple(g.path for g in spec.landlock_grants if g.origin == "implicit")
     return Report(
         name=spec.name, isolation=spec.isolation, rootless=spec.run_as is None,

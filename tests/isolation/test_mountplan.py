@@ -114,3 +114,36 @@ def test_host_inspect_on_a_real_tree(tmp_path):
     assert res.real == normalize(os.path.realpath(tmp_path / "real" / "f"))
     assert res.kind == "file"
     assert res.links[-1] == (str(tmp_path / "link"), "real")
+
+
+# A link an earlier sandbox planted in its writable workdir, and one the user made there that
+# stays inside it.
+PLANTED = {
+    **TREE,
+    "/home/u/.ssh": Entry("dir"), "/home/u/work/data": Entry("symlink", "/home/u/.ssh"),
+    "/home/u/work/src": Entry("dir"), "/home/u/work/lib": Entry("symlink", "src"),
+    "/tmp/ln": Entry("symlink", "/home/u/.ssh"),
+}
+
+
+def planted_inspect(path: str) -> Entry:
+    return PLANTED.get(path, Entry("missing", error=errno.ENOENT))
+
+
+def test_a_path_reached_through_a_link_planted_in_a_writable_grant_is_skipped():
+    from stockade.isolation.paths import planted_links
+
+    grants = rw("/home/u/work") + ro("/home/u/work/data", "/home/u/work/lib", "/usr", "/lib")
+    suspect = planted_links(grants, planted_inspect)
+    assert list(suspect) == ["/home/u/work/data"]
+    assert "/home/u/work/data -> /home/u/.ssh" in suspect["/home/u/work/data"]
+    plan = plan_mounts(grants, planted_inspect)
+    assert not any(b.path == "/home/u/.ssh" for b in plan.binds)  # never mounted
+    assert [p for p, _ in plan.skipped] == ["/home/u/work/data"]
+    assert {b.path for b in plan.binds} >= {"/home/u/work", "/usr", "/usr/lib"}  # the rest stays
+    # Writable too, or listed through the link's parent: the same.
+    assert list(planted_links(rw("/home/u/work", "/home/u/work/data"), planted_inspect)) == ["/home/u/work/data"]
+    # Without a writable grant around it, a link is the user's own: followed.
+    assert planted_links(ro("/home/u/work/data"), planted_inspect) == {}
+    # The sandbox's private /tmp never reaches the host: links there are not suspect.
+    assert planted_links(rw("/tmp") + ro("/tmp/ln"), planted_inspect, private=("/tmp",)) == {}

@@ -201,3 +201,20 @@ def test_no_private_key_reaches_the_sandbox(sandbox, isolation):
     out = _run_probe(sandbox, SECRETS_SCAN, None, policy=_policy(sandbox), args=args)
     assert out["scanned"], out
     assert out["found"] == [], out
+
+
+@pytest.mark.parametrize("args", [("-q",), LANDLOCK], ids=["namespaces", "landlock"])
+def test_a_symlink_planted_by_one_run_does_not_expose_its_target_to_the_next(sandbox, args):
+    """Run 1 (the agent) replaces a workdir path with a link to a private directory; run 2's
+    policy lists that path: its target is neither mounted nor granted, and the report says why."""
+    secret = sandbox.space / "private"
+    _owned_dir(secret)
+    _owned_file(secret / "id_key", "PRIVATE-KEY", mode=0o600)
+    planted = sandbox.run(["ln", "-s", str(secret), str(sandbox.work / "data")], args=args)
+    assert planted.returncode == 0, planted.stderr
+    policy = _policy(sandbox, read_only=[str(sandbox.work / "data")])
+    second = sandbox.run(["cat", str(sandbox.work / "data" / "id_key")], policy=policy,
+                         args=tuple(a for a in args if a != "-q"))
+    assert "PRIVATE-KEY" not in second.stdout
+    assert second.returncode != 0
+    assert "could have planted it" in second.stderr, second.stderr
