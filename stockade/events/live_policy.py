@@ -1,13 +1,15 @@
 """LivePolicy: the running sandbox's policy generation, its revisions in the store, and the
 control ops that change it — hot reload (`policy_set`), `policy_show`, `rules_approve`,
-`rules_reject`. The supervisor embeds it and keeps only the swap:
+`rules_reject`. The supervisor embeds it and keeps only building and installing
+a generation:
 
     live = LivePolicy(store=store, sandbox=name, run_id=run_id, policy=policy,
-                      yaml_text=text, swap=proxy.set_policy, recorder=recorder)
+                      yaml_text=text, prepare=supervisor.prepare_policy, recorder=recorder)
     server = ControlServer(path, {**live.handlers(), "status": ..., "exec_info": ...}, ...)
 
-`swap(policy)` must compile the new generation and install it atomically, or raise and change
-nothing (new connections and the next request on a kept-alive connection use the new one).
+`prepare(policy)` builds the new generation (compiles it) and returns it as a `Prepared`, or
+raises and changes nothing; its `install()` makes it live (new connections and the next request
+on a kept-alive connection use it) and its `settle()` finishes the reload once it is recorded.
 
 Rules (issue 6, policy.md §2):
 - the new YAML is validated completely first; an invalid policy changes nothing;
@@ -19,17 +21,20 @@ Rules (issue 6, policy.md §2):
   exactly its host:port for exactly its binaries, under `<key>_N` when its key names a rule for
   something else) and goes through exactly the same path; the proposal is marked approved with
   the revision it produced, in the same store transaction as that revision;
-- all or nothing, in this order: the revision (and the approval) is written, the swap runs
-  inside that transaction, then it commits. A store that cannot be written (locked past its
-  busy timeout, say) leaves the live policy untouched; a failed swap leaves no revision (the
-  property the earlier swap-then-store order protected); a commit that fails after the swap
-  puts the previous policy back.
+- all or nothing, in this order: the new generation is prepared (compiled) before the store
+  is touched; the revision (and the approval) is written and the prepared generation installed
+  (a reference swap: the only work done holding the store's write lock) inside one transaction,
+  then it commits; only then is it settled (raw tunnels the new policy refuses are closed, so
+  nothing irreversible happens before the commit). A failed preparation or install leaves no
+  revision; a store that cannot be written (locked past its busy timeout, say) leaves the live
+  policy untouched; a commit that fails after the install puts the previous generation back.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import yaml
@@ -57,8 +62,25 @@ def proposal_rule(proposal: Proposal) -> NetworkRule:
     return policy.network_policies[proposal.rule_key]
 
 
-class _SwapFailed(Exception):
-    """The swap raised inside the store transaction (the cause is the swap's exception)."""
+def _nothing() -> None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A policy generation built and ready to go live (what LivePolicy's `prepare` returns).
+
+    `install()` makes it live and returns the undo that puts the previous generation back; it
+    runs inside the store transaction, holding its write lock, so it must be cheap (a reference
+    swap) and, if it raises, must have changed nothing. `settle()` runs once the revision has
+    committed (the supervisor closes the raw tunnels the new policy refuses); it must not raise."""
+
+    install: Callable[[], Callable[[], None]]
+    settle: Callable[[], None] = _nothing
+
+
+class _InstallFailed(Exception):
+    """The install raised inside the store transaction (the cause is its exception)."""
 
 
 def _invalid(exc: PolicyError) -> ControlError:
@@ -77,7 +99,7 @@ class LivePolicy:
         run_id: int | None,
         policy: Policy,
         yaml_text: str | None,
-        swap: Callable[[Policy], None],
+        prepare: Callable[[Policy], Prepared],
         recorder: Recorder | None = None,
     ) -> None:
         self._store = store
@@ -86,7 +108,7 @@ class LivePolicy:
         self.baseline = policy  # static sections are compared with the policy the sandbox started with
         self.policy = policy
         self.sha256 = policy_sha256(policy)
-        self._swap = swap
+        self._prepare = prepare
         self._recorder = recorder
         self._lock = threading.Lock()
         rev = store.add_revision(
@@ -105,7 +127,7 @@ class LivePolicy:
     # -- ops --------------------------------------------------------------------------------
 
     def set_policy(self, yaml_text: str, source: str = "policy set", wait: bool = True) -> dict[str, Any]:
-        """Hot reload. The reply comes after the swap, so `wait` needs no extra work."""
+        """Hot reload. The reply comes after the install (and settle), so `wait` needs no extra work."""
         try:
             new = load_policy_text(yaml_text, source)
         except PolicyError as exc:
@@ -169,50 +191,55 @@ class LivePolicy:
         sha = policy_sha256(new)
         if sha == self.sha256:
             if approve is not None:  # the live policy already grants it: approved with this revision
-                self._store_op(lambda: self._store.decide_proposal(self.sandbox, approve, "approved",
-                                                                   revision=self.revision), source)
+                try:
+                    self._store.decide_proposal(self.sandbox, approve, "approved", revision=self.revision)
+                except Exception as exc:  # noqa: BLE001
+                    self._store_failed(exc, source, approve)
             return {"revision": self.revision, "sha256": sha, "changed": False}
-        swapped = False
+        try:
+            prepared = self._prepare(new)  # compiled before the store's write lock is taken
+        except Exception as exc:  # noqa: BLE001 - nothing changed
+            self._reload_failed(exc)
+        undo: Callable[[], None] | None = None
 
         def install(_revision: int) -> None:  # inside the store transaction, before its commit
-            nonlocal swapped
+            nonlocal undo
             try:
-                self._swap(new)
+                undo = prepared.install()
             except Exception as exc:  # the old generation stays live; the transaction rolls back
-                raise _SwapFailed(exc) from exc
-            swapped = True
+                raise _InstallFailed(exc) from exc
 
         try:
             rev = self._store.add_revision(self.sandbox, yaml_text=yaml_text, sha256=sha, source=source,
                                            run_id=self.run_id, approve=approve, before_commit=install)
-        except _SwapFailed as failed:
-            exc = failed.__cause__
-            self._record(ConfigEvent(f"policy reload failed: {exc}", severity="high"))
-            raise ControlError("reload_failed", f"the new policy could not be installed: {exc}") from None
+        except _InstallFailed as failed:
+            self._reload_failed(failed.__cause__)
         except Exception as exc:  # noqa: BLE001 - nothing was stored
-            if swapped:  # the commit itself failed after the swap: put the previous policy back
+            if undo is not None:  # the commit itself failed after the install: put the previous generation back
                 try:
-                    self._swap(self.policy)
+                    undo()
                 except Exception as back:  # noqa: BLE001 - the new policy stays live, unrecorded
                     self.policy, self.sha256 = new, sha
+                    prepared.settle()
                     self._record(ConfigEvent(f"policy reload not recorded and not undone ({source}): {exc}; "
                                              f"restoring the previous policy failed: {back}", severity="high"))
                     raise ControlError("store_failed", f"the policy went live but could not be recorded: {exc}",
                                        hint="`stockade policy set` the intended policy again") from None
-            self._store_failed(exc, source)
+            self._store_failed(exc, source, approve)
         self.policy, self.sha256 = new, sha
         self.revision = rev.revision
+        prepared.settle()
         self._record(ConfigEvent(f"policy reloaded ({source})", revision=self.revision, sha256=sha))
         return {"revision": self.revision, "sha256": sha, "changed": True}
 
-    def _store_op(self, op: Callable[[], object], source: str) -> None:
-        try:
-            op()
-        except Exception as exc:  # noqa: BLE001
-            self._store_failed(exc, source)
+    def _reload_failed(self, exc: BaseException | None) -> NoReturn:
+        self._record(ConfigEvent(f"policy reload failed: {exc}", severity="high"))
+        raise ControlError("reload_failed", f"the new policy could not be installed: {exc}") from None
 
-    def _store_failed(self, exc: Exception, source: str) -> NoReturn:
-        if isinstance(exc, StockadeError):  # e.g. the proposal was decided meanwhile
+    def _store_failed(self, exc: Exception, source: str, approve: int | None) -> NoReturn:
+        if isinstance(exc, StockadeError):  # the proposal was decided (or pruned) meanwhile
+            if approve is not None:
+                self._pending(approve)  # not_found or not_pending, as when it was looked up
             raise ControlError("not_pending", exc.message) from None
         self._record(ConfigEvent(f"policy reload refused: the store could not be written ({source}): {exc}",
                                  severity="high"))

@@ -242,7 +242,7 @@ class Services:
         from .exec_info import ExecRoots
 
         self.live = LivePolicy(store=self.store, sandbox=ctx.sandbox, run_id=self.run_id,
-                               policy=ctx.policy, yaml_text=inputs.policy_text, swap=self._swap,
+                               policy=ctx.policy, yaml_text=inputs.policy_text, prepare=self._prepare_policy,
                                recorder=recorder)
         handlers = {**self.live.handlers(), "policy_set": self._policy_set, "status": self.status,
                     "exec_info": lambda: exec_info(ctx.spec, ctx.processes)}
@@ -305,24 +305,35 @@ class Services:
 
     # -- control handlers (on the loop) -----------------------------------------------------
 
-    def _swap(self, policy: Any) -> None:
-        """LivePolicy's swap: the new generation is live once this returns."""
+    def _prepare_policy(self, policy: Any) -> Any:
+        """LivePolicy's prepare: compile the new generation (raising before anything changed);
+        installing it is one holder swap, and once its revision is committed the raw tunnels it
+        refuses are closed and the secrets' default hosts follow it."""
+        from ..events.live_policy import Prepared
         from ..network.credentials import policy_hosts
         from ..policy.engine import compile_policy
 
-        engine = compile_policy(policy)  # raises before anything changed
-        self.holder.swap(engine)
-        try:
-            self.tunnels_closed = self.server.revalidate()
-        except Exception as exc:  # noqa: BLE001 - fail closed: no raw tunnel outlives an unchecked reload
-            _warn(f"revalidating raw tunnels after a reload: {_message(exc)}; closing them all")
-            self.tunnels_closed = len(self.server.tunnels)
-            for tunnel in list(self.server.tunnels):
-                tunnel.client.abort()
-                tunnel.upstream.abort()
-            self.server.tunnels.clear()
-        if self.inputs.secrets is not None:
-            self.inputs.secrets.bind_default_hosts(policy_hosts(policy))
+        engine = compile_policy(policy)
+
+        def install() -> Any:
+            previous = self.holder.engine
+            self.holder.swap(engine)
+            return lambda: self.holder.swap(previous)
+
+        def settle() -> None:
+            try:
+                self.tunnels_closed = self.server.revalidate()
+            except Exception as exc:  # noqa: BLE001 - fail closed: no raw tunnel outlives an unchecked reload
+                _warn(f"revalidating raw tunnels after a reload: {_message(exc)}; closing them all")
+                self.tunnels_closed = len(self.server.tunnels)
+                for tunnel in list(self.server.tunnels):
+                    tunnel.client.abort()
+                    tunnel.upstream.abort()
+                self.server.tunnels.clear()
+            if self.inputs.secrets is not None:
+                self.inputs.secrets.bind_default_hosts(policy_hosts(policy))
+
+        return Prepared(install, settle)
 
     def _policy_set(self, yaml_text: str, source: str = "policy set", wait: bool = True) -> dict[str, Any]:
         self.tunnels_closed = 0

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from stockade.events.aggregator import DenialSummary
-from stockade.events.live_policy import LivePolicy
+from stockade.events.live_policy import LivePolicy, Prepared
 from stockade.events.mapper import generate_proposals
 from stockade.events.recorder import StoreRecorder
 from stockade.events.store import Retention, Store
@@ -271,7 +271,7 @@ def test_rules_approve_goes_through_the_running_sandbox(state):
     store = Store(state["db"])
     run = store.start_run("sb", pid=os.getpid(), command=["sh"])
     live = LivePolicy(store=store, sandbox="sb", run_id=run, policy=load_policy_text(POLICY), yaml_text=POLICY,
-                      swap=lambda policy: None)
+                      prepare=lambda policy: Prepared(lambda: lambda: None))
     p, q = sorted(propose(state, "sb", "pypi.org", "files.example"), key=lambda x: x.host != "pypi.org")
     loop = ThreadLoop()
     server = ControlServer(control_socket_path("sb"), live.handlers(), sandbox="sb")
@@ -305,7 +305,7 @@ def test_rules_approve_says_when_a_taken_key_made_a_new_rule(state):
     store = Store(state["db"])
     run = store.start_run("sb", pid=os.getpid(), command=["sh"])
     live = LivePolicy(store=store, sandbox="sb", run_id=run, policy=load_policy_text(taken), yaml_text=taken,
-                      swap=lambda policy: None)
+                      prepare=lambda policy: Prepared(lambda: lambda: None))
     [p] = propose(state, "sb", "api-github.com")
     loop = ThreadLoop()
     server = ControlServer(control_socket_path("sb"), live.handlers(), sandbox="sb")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from stockade.control import ControlError, ControlServer, call
-from stockade.events.live_policy import LivePolicy
+from stockade.events.live_policy import LivePolicy, Prepared
 from stockade.events.recorder import StoreRecorder
 from stockade.events.store import Store
 from stockade.events.types import Action, Actor, ListRecorder, NetworkEvent
@@ -33,16 +33,22 @@ network_policies:
 
 
 class FakeProxy:
-    """What the supervisor's swap installs: one compiled engine generation, swapped atomically."""
+    """What the supervisor prepares and installs: one compiled engine generation, swapped atomically."""
 
     def __init__(self, policy) -> None:
         self.engine = compile_policy(policy)
         self.fail_next = False
 
-    def swap(self, policy) -> None:
+    def prepare(self, policy) -> Prepared:
         if self.fail_next:
             raise RuntimeError("compile failed")
-        self.engine = compile_policy(policy)  # one reference assignment: atomic
+        engine = compile_policy(policy)
+
+        def install():
+            previous, self.engine = self.engine, engine  # one reference assignment: atomic
+            return lambda: setattr(self, "engine", previous)
+
+        return Prepared(install)
 
     def decide(self, host: str, port: int, binary: str):
         return self.engine.decide(host, port, binary)
@@ -56,7 +62,7 @@ def env(tmp_path):
     policy = load_policy_text(BASE, "p.yaml")
     proxy = FakeProxy(policy)
     events = ListRecorder()
-    live = LivePolicy(store=store, sandbox="sb", run_id=run_id, policy=policy, yaml_text=BASE, swap=proxy.swap,
+    live = LivePolicy(store=store, sandbox="sb", run_id=run_id, policy=policy, yaml_text=BASE, prepare=proxy.prepare,
                       recorder=events)
     loop = ThreadLoop()
     sock = tmp_path / "control.sock"
@@ -263,3 +269,73 @@ def test_approving_a_colliding_key_adds_a_new_rule_and_reports_it(env):
     assert not proxy.decide("api.github.com", 443, CURL).allowed
     assert not proxy.decide("api-github.com", 443, "/usr/bin/git").allowed
     assert env["store"].revision("sb").source == f"rules approve {p.id} as allow_api_github_com_443_2"
+
+
+def test_the_store_write_lock_is_held_only_for_the_install(env):
+    """Compiling happens before the store transaction, installing inside it, settling after its commit."""
+    store, proxy = env["store"], env["proxy"]
+    seen = []
+
+    def prepare(policy):
+        seen.append(("prepare", store._conn.in_transaction))
+        prepared = proxy.prepare(policy)
+
+        def install():
+            seen.append(("install", store._conn.in_transaction))
+            return prepared.install()
+
+        def settle():  # the revision is committed: another connection sees it
+            other = Store(env["db"])
+            try:
+                seen.append(("settle", store._conn.in_transaction, other.revision("sb").revision))
+            finally:
+                other.close()
+
+        return Prepared(install, settle)
+
+    env["live"]._prepare = prepare
+    reply = call(env["sock"], "policy_set", yaml_text=BASE.replace("api.github.com", "github.com"))
+    assert reply["revision"] == 2 and proxy.decide("github.com", 443, "/usr/bin/git").allowed
+    assert seen == [("prepare", False), ("install", True), ("settle", False, 2)]
+
+
+def test_a_failed_install_changes_nothing(env):
+    def prepare(policy):
+        def install():
+            raise RuntimeError("holder refused")
+        return Prepared(install, settle=lambda: pytest.fail("settled after a failed install"))
+
+    env["live"]._prepare = prepare
+    p = _pending_proposal(env["store"])
+    with pytest.raises(ControlError) as info:
+        call(env["sock"], "rules_approve", id=p.id)
+    assert info.value.error == "reload_failed" and "holder refused" in info.value.detail
+    assert env["live"].revision == 1 and env["store"].revision("sb").revision == 1
+    assert env["store"].proposal("sb", p.id).status == "pending"
+
+
+@pytest.mark.parametrize(("meanwhile", "error"), [("pruned", "not_found"), ("rejected", "not_pending")])
+def test_a_proposal_gone_or_decided_between_lookup_and_write_says_which(env, meanwhile, error):
+    class Meanwhile:  # another client acts on the proposal after approve looked it up
+        def __init__(self, store):
+            self._store = store
+
+        def __getattr__(self, name):
+            return getattr(self._store, name)
+
+        def add_revision(self, sandbox, **kw):
+            if meanwhile == "pruned":
+                with self._store.transaction() as c:
+                    c.execute("DELETE FROM proposals WHERE id = ?", (p.id,))
+            else:
+                self._store.decide_proposal(sandbox, p.id, "rejected")
+            return self._store.add_revision(sandbox, **kw)
+
+    p = _pending_proposal(env["store"])
+    engine = env["proxy"].engine
+    live = env["live"]
+    live._store = Meanwhile(env["store"])
+    with pytest.raises(ControlError) as info:
+        live.approve(p.id)
+    assert info.value.error == error
+    assert env["proxy"].engine is engine and live.revision == 1 and env["store"].revision("sb").revision == 1
