@@ -53,51 +53,64 @@ class ExecRoots:
     of the connection's peer (pinned by its pidfd), itself not a sandboxed process. The peer
     then becomes a trusted root of the resolver, as init is: parent and subreaper of its
     command, never scanned nor an ancestor (it runs stockade's interpreter). It stays one until
-    the command exits: the command's pidfd is watched on the loop.
+    that `stockade exec` process exits (its pidfd is watched on the loop), not merely its
+    command: what the command left behind stays its child, and below the root, until `stockade
+    exec` ends it.
 
     A sandboxed process shares our uid and namespaces in this mode, so `refuse_sandboxed` is
     the control socket's `vet_peer` there: a peer below init or a registered root is refused
-    for every op, this one included.
+    for every op, this one included; so is one that carries no_new_privs while we do not (every
+    sandboxed process does, and keeps it when it is orphaned out of every tree, e.g. after a
+    `stockade exec` was SIGKILLed).
     """
 
-    def __init__(self, resolver: IdentityResolver, isolation: str) -> None:
+    def __init__(self, resolver: IdentityResolver) -> None:
         self.resolver = resolver
-        self.isolation = isolation
-        self._watched: dict[int, int] = {}  # command pidfd -> resolver token
+        self._watched: dict[int, int] = {}  # root pidfd (the `stockade exec` process) -> token
+        self._own_nnp = _no_new_privs("self")
 
     def refuse_sandboxed(self, peer: Peer) -> str | None:
         if self.resolver.below_root(peer.pid):
             return "it runs in the sandbox (below its init or a `stockade exec` command)"
+        if not self._own_nnp and _no_new_privs(str(peer.pid)) is not False:
+            return "it runs with no_new_privs, as every process of the sandbox does (or its status is unreadable)"
         return None
 
     def register(self, peer: Peer, pid: int) -> dict[str, Any]:
         import asyncio
 
         from ..control import ControlError
-        from ..isolation.spec import LANDLOCK_ONLY
 
-        if self.isolation != LANDLOCK_ONLY:
-            raise ControlError("unsupported", "only the landlock-only mode needs exec_register "
-                               "(an exec'd command joins the sandbox's pid namespace)")
         if len(self._watched) >= MAX_EXEC_ROOTS:
             raise ControlError("too_many", f"{MAX_EXEC_ROOTS} `stockade exec` commands already run here")
         command_fd, root_fd = _verify_child(peer, pid)
-        token = self.resolver.add_root(peer.pid, root_fd)
-        self._watched[command_fd] = token
-        asyncio.get_running_loop().add_reader(command_fd, self._ended, command_fd)
+        os.close(command_fd)  # proven; from now on the `stockade exec` process is what counts
+        token = self.resolver.add_root(peer.pid, root_fd)  # the resolver owns root_fd
+        watch = os.dup(root_fd)
+        self._watched[watch] = token
+        asyncio.get_running_loop().add_reader(watch, self._ended, watch)
         return {"pid": pid, "root_pid": peer.pid}
 
-    def _ended(self, command_fd: int) -> None:
+    def _ended(self, watch: int) -> None:
         import asyncio
 
-        asyncio.get_running_loop().remove_reader(command_fd)
-        self._drop(command_fd)
-
-    def _drop(self, command_fd: int) -> None:
-        token = self._watched.pop(command_fd, None)
-        os.close(command_fd)
+        asyncio.get_running_loop().remove_reader(watch)
+        token = self._watched.pop(watch, None)
+        os.close(watch)
         if token is not None:
             self.resolver.drop_root(token)
+
+
+def _no_new_privs(pid: str) -> bool | None:
+    """The NoNewPrivs flag of /proc/<pid>/status; None when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f.read(1 << 16).splitlines():
+                if line.startswith(b"NoNewPrivs:"):
+                    return line.split()[1] == b"1"
+    except (OSError, IndexError):
+        return None
+    return None
 
 
 def _verify_child(peer: Peer, pid: int) -> tuple[int, int]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -59,7 +60,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
     proc_fd = os.open("/proc", os.O_PATH | os.O_DIRECTORY)
     init = subprocess.Popen([SLEEP, "60"])
     resolver = IdentityResolver(proc_fd, root_pid=init.pid, trusted_root=True)
-    roots = ExecRoots(resolver, "landlock")
+    roots = ExecRoots(resolver)
     recorder = ListRecorder()
     loop = ThreadLoop()
     server = ControlServer(tmp_path / "control.sock", {"exec_register": roots.register}, sandbox="sb",
@@ -84,18 +85,37 @@ def _wait_for(predicate, timeout: float = 5.0) -> bool:
     return predicate()
 
 
-def test_a_child_of_the_caller_makes_the_caller_a_root_until_the_child_exits(served: Served) -> None:
-    child = subprocess.Popen([SLEEP, "60"])
+# A `stockade exec` stand-in: forks a command (a sleep), registers it, reports, then lives until
+# stdin closes (the command's leftovers stay its children meanwhile, as with stockade exec).
+CALLER = textwrap.dedent("""
+    import json, socket, subprocess, sys
+    child = subprocess.Popen([sys.argv[2], "60"])
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sys.argv[1])
+    s.sendall(json.dumps({"op": "exec_register", "pid": child.pid}).encode() + b"\\n")
+    print(child.pid, s.makefile("rb").readline().decode().strip(), flush=True)
+    sys.stdin.read()
+    child.kill()
+""")
+
+
+def test_a_child_of_the_caller_makes_the_caller_a_root_until_the_caller_exits(served: Served) -> None:
+    caller = subprocess.Popen([sys.executable, "-c", CALLER, str(served.path), SLEEP], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
     try:
-        reply = call(served.path, "exec_register", pid=child.pid)
-        assert reply["ok"] and reply["pid"] == child.pid and reply["root_pid"] == os.getpid()
-        assert served.resolver.is_root(os.getpid()) and served.resolver.root_count() == 1
-        assert served.resolver.below_root(child.pid)  # served now, as a sandbox process is
+        assert caller.stdout is not None
+        pid, reply = caller.stdout.readline().split(" ", 1)
+        reply = json.loads(reply)
+        assert reply["ok"] and reply["pid"] == int(pid) and reply["root_pid"] == caller.pid
+        assert served.resolver.is_root(caller.pid) and served.resolver.root_count() == 1
+        assert served.resolver.below_root(int(pid))  # served now, as a sandbox process is
+        os.kill(int(pid), signal.SIGKILL)  # the command ends; what it left behind is still the caller's
+        time.sleep(0.2)
+        assert served.resolver.root_count() == 1 and served.resolver.is_root(caller.pid)
     finally:
-        child.kill()
-        child.wait()
-    assert _wait_for(lambda: served.resolver.root_count() == 0), "the exited command's root was kept"
-    assert not served.resolver.is_root(os.getpid())
+        caller.communicate("", timeout=30)
+    assert _wait_for(lambda: served.resolver.root_count() == 0), "the exited caller's root was kept"
+    assert not served.resolver.is_root(caller.pid)
 
 
 def test_a_pid_that_is_not_the_callers_child_is_refused(served: Served) -> None:
@@ -143,22 +163,25 @@ def test_a_process_of_the_sandbox_cannot_use_the_control_socket(served: Served, 
     assert [e.kind for e in served.recorder.events] == ["control_peer_refused"] * 2
 
 
-def test_only_the_landlock_only_mode_registers(tmp_path: Path) -> None:
-    proc_fd = os.open("/proc", os.O_PATH | os.O_DIRECTORY)
+# Sets no_new_privs (as every sandboxed process has), then asks the control socket for a ping.
+NNP_ASKER = textwrap.dedent("""
+    import ctypes, socket, sys
+    assert ctypes.CDLL(None).prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sys.argv[1])
     try:
-        roots = ExecRoots(IdentityResolver(proc_fd, trusted_root=True), "namespaces")
-        loop = ThreadLoop()
-        server = ControlServer(tmp_path / "c.sock", {"exec_register": roots.register})
-        loop.run(server.start())
-        child = subprocess.Popen([SLEEP, "60"])
-        try:
-            with pytest.raises(ControlError) as err:
-                call(tmp_path / "c.sock", "exec_register", pid=child.pid)
-            assert err.value.error == "unsupported"
-        finally:
-            child.kill()
-            child.wait()
-            loop.run(server.close())
-            loop.stop()
-    finally:
-        os.close(proc_fd)
+        s.sendall(b'{"op": "ping"}\\n')
+    except OSError:
+        pass
+    print(s.makefile("rb").readline().decode().strip(), flush=True)
+""")
+
+
+def test_an_orphaned_sandbox_process_is_refused_by_its_no_new_privs(served: Served) -> None:
+    """Out of every tree (e.g. a `stockade exec` was SIGKILLed and its leftovers reparented),
+    a sandboxed process still carries no_new_privs, which it cannot drop: refused."""
+    out = subprocess.run([sys.executable, "-c", NNP_ASKER, str(served.path)], capture_output=True, text=True,
+                         timeout=30, check=True).stdout
+    reply = json.loads(out)
+    assert reply["ok"] is False and reply["error"] == "peer_refused" and "no_new_privs" in reply["detail"]
+    assert call(served.path, "ping")["ok"]  # we (no no_new_privs, outside every tree) are served
