@@ -248,7 +248,7 @@ class Services:
                     "exec_info": lambda: exec_info(ctx.spec, ctx.processes)}
         vet_peer = None
         if ctx.isolation == LANDLOCK_ONLY:  # the sandbox shares our namespaces: ExecRoots vets peers
-            exec_roots = ExecRoots(self.server.identity, ctx.isolation)
+            exec_roots = ExecRoots(self.server.identity)
             handlers["exec_register"] = exec_roots.register
             vet_peer = exec_roots.refuse_sandboxed
         self.control = ControlServer(control_socket_path(ctx.sandbox), handlers, sandbox=ctx.sandbox,
