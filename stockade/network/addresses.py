@@ -177,15 +177,17 @@ def blocked_overlap(net: IPNetwork) -> IPNetwork | None:
 
 
 def _teredo_overlap(net: ipaddress.IPv6Network) -> IPNetwork | None:
-    """Teredo puts the client's IPv4 address, inverted, in the last 32 bits: a range that leaves
-    any of those bits free holds the Teredo form of every client, loopback included."""
+    """Teredo puts the server's IPv4 address in bits 32-63 and the client's, inverted, in the
+    last 32 bits (classify() checks both): a range that leaves any client bit free holds the
+    Teredo form of every client, loopback included; past /96 both addresses are fixed."""
     if net.prefixlen <= 96:
         return _TEREDO
-    low = int(net.network_address) & 0xFFFFFFFF
-    clients = ipaddress.IPv4Network(((low ^ 0xFFFFFFFF) >> (128 - net.prefixlen) << (128 - net.prefixlen),
-                                     net.prefixlen - 96))
+    value = int(net.network_address)
+    server = ipaddress.IPv4Network(((value >> 64) & 0xFFFFFFFF, 32))
+    free = 128 - net.prefixlen
+    clients = ipaddress.IPv4Network((((value & 0xFFFFFFFF) ^ 0xFFFFFFFF) >> free << free, 32 - free))
     for blocked in BLOCKED_V4:
-        if clients.overlaps(blocked):
+        if clients.overlaps(blocked) or server.overlaps(blocked):
             return blocked
     return None
 

@@ -558,6 +558,7 @@ def test_binary_warnings():
     ("'64:ff9b::a9fe:a9fe'", "embedded"), ("'2000::/3'", "always-blocked"),
     ("'2001:0:4136:e378:8000:63bf:80ff:fffe'", "range 127.0.0.0/8 (loopback)"),  # Teredo, client inverted
     ("'2001:0:1234::/48'", "always-blocked"),  # every Teredo client, loopback included
+    ("'2001:0:7f00:1::1/128'", "range 127.0.0.0/8 (loopback)"),  # Teredo server 127.0.0.1
 ])
 def test_invalid_allowed_ips(entry, needle):
     e = only_error(endpoint_policy(f"{{ host: db.example.com, port: 5432, allowed_ips: [{entry}] }}"))
