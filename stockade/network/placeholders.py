@@ -27,21 +27,27 @@ def shown_path(secrets: Any, target: str) -> str:
     return secrets.redact(path) if secrets is not None else path
 
 
+def _refuse(recorder: Any, caller: Caller, title: str, host: str, port: int, reason: str, *,
+            detail: str, hint: str | None, code: str) -> ProxyError:
+    """The placeholder_misuse finding, recorded, and the 403 that refuses the request."""
+    recorder.record(FindingEvent("placeholder_misuse", title, "high", caller.actor, reason, host, port))
+    return ProxyError(denied(
+        error="credential_refused", detail=detail, host=host, port=port, binary=caller.binary,
+        policy=None, reason=reason, hint=hint, extra={"reason_code": code}))
+
+
 def refuse_placeholder_host(server: Any, caller: Caller, host: str, port: int, recorder: Any) -> None:
     """A destination host that carries a placeholder is refused before it is decided: deciding
     a wildcard rule would resolve it, and the DNS query would carry the placeholder out."""
     secrets = server.secrets
     if secrets is None or not secrets.contains_placeholder(host):
         return
-    reason = "the destination host contains a credential placeholder"
-    recorder.record(FindingEvent(
-        "placeholder_misuse", f"credential placeholder in the destination {secrets.redact(host)}:{port}",
-        "high", caller.actor, reason, secrets.redact(host), port))
-    raise ProxyError(denied(
-        error="credential_refused", detail="a credential placeholder may not be part of a "
-        "destination host; nothing was resolved or dialled", host=secrets.redact(host), port=port,
-        binary=caller.binary, policy=None, reason=reason, hint=None,
-        extra={"reason_code": "placeholder_in_host"}))
+    shown = secrets.redact(host)
+    raise _refuse(
+        recorder, caller, f"credential placeholder in the destination {shown}:{port}", shown, port,
+        "the destination host contains a credential placeholder",
+        detail="a credential placeholder may not be part of a destination host; nothing was resolved "
+        "or dialled", hint=None, code="placeholder_in_host")
 
 
 def apply_secrets(server: Any, caller: Caller, host: str, port: int, target: str,
@@ -56,15 +62,12 @@ def apply_secrets(server: Any, caller: Caller, host: str, port: int, target: str
     try:
         sub = secrets.substitute(host, target, headers)
     except CredentialError as exc:
-        code, key, reason = exc.code, exc.key, exc.message
-        recorder.record(FindingEvent(
-            "placeholder_misuse", f"credential placeholder refused for {host}:{port}", "high",
-            caller.actor, reason, host, port))
-        raise ProxyError(denied(
-            error="credential_refused", detail=f"a credential placeholder in this request may "
-            f"not be sent to {host}:{port}; the request was not forwarded", host=host, port=port,
-            binary=caller.binary, policy=None, reason=reason,
+        key = exc.key
+        raise _refuse(
+            recorder, caller, f"credential placeholder refused for {host}:{port}", host, port, exc.message,
+            detail=f"a credential placeholder in this request may not be sent to {host}:{port}; the request "
+            "was not forwarded",
             hint=(f"if {host} should receive {key}, bind it: --secret {key}={host}"
-                  if key and code == "wrong_host" else None),
-            extra={"reason_code": code})) from None
+                  if key and exc.code == "wrong_host" else None),
+            code=exc.code) from None
     return sub.target, list(sub.headers)
