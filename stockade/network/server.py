@@ -188,7 +188,7 @@ class ProxyServer:
                 # The process whose executable changed (the caller or one of its ancestors), as
                 # the resolver saw it: its path, pid and the hash it has now; and the trusted one.
                 binary = getattr(exc, "binary", None)
-                actor = Actor(binary or "-", getattr(exc, "pid", None),
+                actor = Actor(binary, getattr(exc, "pid", None),
                               sha256=getattr(exc, "observed", None)) if binary else Actor()
                 self.recorder.record(FindingEvent(
                     "binary_changed", "executable changed since first use", "critical",
