@@ -6,7 +6,8 @@
     canonicalize_target                    target.py     request-target canonicalisation
     policy_sha256 / dump_policy            canonical.py  canonical form, hash, YAML round trip
     default_policy                         default.py    the built-in starting point
-    static_differences / merge_rule        reload.py     hot reload and proposal approval
+    static_differences                     reload.py     what a hot reload may not change
+    merge_proposed_rule -> Merge           reload.py     proposal approval
 
 The names below are re-exported lazily (PEP 562): `stockade run` imports `policy.model`, the
 loader and the default policy before it starts the sandbox, and should not pay for the engine,
@@ -28,7 +29,7 @@ _EXPORTS = {
     "CheckResult": "loader", "check_policy_file": "loader", "check_policy_text": "loader",
     "load_policy_file": "loader", "load_policy_text": "loader",
     "Policy": "model",
-    "merge_rule": "reload", "static_differences": "reload",
+    "Merge": "reload", "merge_proposed_rule": "reload", "static_differences": "reload",
     "CanonicalTarget": "target", "InvalidTarget": "target", "canonicalize_target": "target",
 }
 
@@ -62,5 +63,5 @@ if TYPE_CHECKING:
         load_policy_text,
     )
     from .model import Policy
-    from .reload import merge_rule, static_differences
+    from .reload import Merge, merge_proposed_rule, static_differences
     from .target import CanonicalTarget, InvalidTarget, canonicalize_target

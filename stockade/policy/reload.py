@@ -73,11 +73,6 @@ class Merge:
     how: str
 
 
-def merge_rule(policy: Policy, rule: NetworkRule) -> Policy:
-    """Approve a proposed rule and return the new, validated policy (see merge_proposed_rule)."""
-    return merge_proposed_rule(policy, rule).policy
-
-
 def merge_proposed_rule(policy: Policy, rule: NetworkRule) -> Merge:
     """Approve a proposed rule (policy.md §5.4): the result grants exactly the proposal's
     endpoints to exactly its binaries, on top of what the policy already granted, never more.
