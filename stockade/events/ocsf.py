@@ -259,7 +259,8 @@ def _process(e: ProcessEvent) -> _Body:
 
 
 def _finding(e: FindingEvent) -> _Body:
-    evidence: dict[str, Any] = {"actor": _actor(e.actor)}
+    actor = _actor(e.actor)
+    evidence: dict[str, Any] = {"actor": actor}
     if e.host or e.port is not None:
         evidence["dst_endpoint"] = _endpoint(e.host, e.port)
     data: dict[str, Any] = {}
@@ -269,7 +270,7 @@ def _finding(e: FindingEvent) -> _Body:
         # A changed executable: the evidence's `file` is the file as it is now (its hash in
         # file.hashes, like the actor's); the hash trusted on first use, which OCSF has no
         # attribute for, goes beside it in the free-form `data`.
-        file = _actor(e.actor)["process"].get("file")
+        file = actor["process"].get("file")
         if file is not None:
             evidence["file"] = file
         data["trusted_sha256"] = e.trusted_sha256
