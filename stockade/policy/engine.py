@@ -106,6 +106,7 @@ class _Entry:
     extended: bool  # has_extended_config, precomputed
     match: Match  # the Match when this entry is the only one that matches
     allows: Callable[[str | None, Sequence[str]], bool]  # its rule's binary check
+    exact: frozenset[str]  # its rule's exact binary paths: the common check, without a call
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -269,7 +270,7 @@ class Engine:
                 l7 = _compile_l7(rule.key, ep)
                 match = Match(rule.key, ep, (rule.key,), rule.key, ei, l7)
                 entry = _Entry(len(self.entries), ri, ei, ep, pattern, ep.has_extended_config, match,
-                               rule.allows)
+                               rule.allows, rule.exact)
                 self.entries.append(entry)
                 for port in ep.ports:
                     if pattern is None:
@@ -344,14 +345,17 @@ class Engine:
         h = host if host.islower() else host.lower()
         if h.endswith(".") or ":" in h:
             h = normalize_host(h)
-        if not self.rules:
-            return _decision(False, NO_POLICIES, h, port, binary, ancestors, None, self)
-        found = self.candidates(h, port)
-        if not found:
-            return _decision(False, NO_ENDPOINT, h, port, binary, ancestors, None, self)
+        by_port = self._exact.get(h)  # candidates(), inlined for a listed host
+        found = by_port.get(port) if by_port is not None else None
+        if found is None:
+            if not self.rules:
+                return _decision(False, NO_POLICIES, h, port, binary, ancestors, None, self)
+            found = self._probe(h, port, ())
+            if not found:
+                return _decision(False, NO_ENDPOINT, h, port, binary, ancestors, None, self)
         if len(found) == 1:  # the common case: one endpoint for this host:port
             e = found[0]
-            if e.allows(binary, ancestors):
+            if binary in e.exact or e.allows(binary, ancestors):
                 return _decision(True, None, h, port, binary, ancestors, e.match, self)
             return _decision(False, BINARY_NOT_ALLOWED, h, port, binary, ancestors, None, self)
         verdict: dict[int, bool] = {}
