@@ -10,9 +10,11 @@ to refuse the reload or to report that a restart is needed.
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 from types import MappingProxyType
+
+from msgspec import Struct
+from msgspec.structs import replace
 
 from ..network.addresses import blocked_overlap, is_blocked_hostname, literal_address
 from .canonical import dump_policy
@@ -60,8 +62,7 @@ def _landlock(p: Policy) -> str:
     return "(absent)" if p.landlock is None else f"compatibility {p.landlock.compatibility.value}"
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Merge:
+class Merge(Struct, frozen=True):
     """What approving a proposed rule did: the new policy, the key the rule now lives under, and
     how (`added`: a new rule under the proposal's key; `merged`: its binaries were added to the
     existing rule `key`, which has exactly the proposal's endpoints; `renamed`: a new rule under
@@ -102,7 +103,7 @@ def merge_proposed_rule(policy: Policy, rule: NetworkRule) -> Merge:
     rules = dict(policy.network_policies)
     wider = _plain_l4_grants(policy, rule)
     if wider:
-        rule = dataclasses.replace(rule, binaries=tuple(b for b in rule.binaries if b.path not in wider))
+        rule = replace(rule, binaries=tuple(b for b in rule.binaries if b.path not in wider))
         if not rule.binaries:  # every binary already has more than was proposed
             return Merge(policy, next(iter(wider.values())), "covered")
     target = _identical_rule(policy, rule)
@@ -117,8 +118,8 @@ def merge_proposed_rule(policy: Policy, rule: NetworkRule) -> Merge:
                 n += 1
             key, how = f"{rule.key}_{n}", "renamed"
         name = key if rule.name == rule.key else rule.name
-        rules[key] = dataclasses.replace(rule, key=key, name=name)
-    merged = dataclasses.replace(policy, network_policies=MappingProxyType(rules))
+        rules[key] = replace(rule, key=key, name=name)
+    merged = replace(policy, network_policies=MappingProxyType(rules))
     return Merge(load_policy_text(dump_policy(merged), policy.source), key, how)
 
 
@@ -138,7 +139,7 @@ def _refuse_blocked(rule: NetworkRule) -> None:
 
 def _endpoint_meaning(ep: Endpoint) -> Endpoint:
     """An endpoint with its spelling normalised: equal meanings compare equal."""
-    return dataclasses.replace(ep, host=normalize_host(ep.host), ports=tuple(sorted(set(ep.ports))),
+    return replace(ep, host=normalize_host(ep.host), ports=tuple(sorted(set(ep.ports))),
                                enforcement_explicit=False, allowed_ips=tuple(sorted(set(ep.allowed_ips), key=str)))
 
 
@@ -181,4 +182,4 @@ def _identical_rule(policy: Policy, rule: NetworkRule) -> str | None:
 def _add_binaries(existing: NetworkRule, proposal: NetworkRule) -> NetworkRule:
     binaries = list(existing.binaries)
     binaries += [b for b in proposal.binaries if b not in binaries]
-    return dataclasses.replace(existing, binaries=tuple(Binary(b.path) for b in binaries))
+    return replace(existing, binaries=tuple(Binary(b.path) for b in binaries))
