@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from ..errors import StockadeError
 
@@ -16,8 +17,7 @@ ERROR = "error"
 WARNING = "warning"
 
 
-@dataclass(frozen=True, slots=True)
-class Diagnostic:
+class Diagnostic(Struct, frozen=True):
     severity: str  # ERROR or WARNING
     message: str  # what is wrong, naming the offending value and what is accepted
     source: str  # the file name, or "<string>"

@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 
 import yaml
+from msgspec import Struct
 
 from . import rules as _rules
 from .diagnostics import Diagnostic, PolicyError
@@ -54,8 +54,7 @@ SECCOMP_KEYS = ("allow",)
 _ROOT_IDS = frozenset({"root", "0"})
 
 
-@dataclass(frozen=True, slots=True)
-class CheckResult:
+class CheckResult(Struct, frozen=True):
     """The outcome of checking one policy: the Policy when there is no error, and every finding."""
 
     source: str

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-
 import yaml
+from msgspec import Struct, field
 
 from .diagnostics import ERROR, WARNING, Diagnostic, did_you_mean, one_of
 
@@ -54,8 +53,7 @@ def _quote(value: str) -> str:
     return repr(text) if any(c in text for c in "'\n\t") else f"'{text}'"
 
 
-@dataclass
-class Reader:
+class Reader(Struct):
     """Collects diagnostics while the loader walks the tree."""
 
     source: str
