@@ -16,7 +16,8 @@ An endpoint without `protocol: rest` has no L7 check.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from . import explain
 from .engine import Decision
@@ -34,8 +35,7 @@ _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 ALLOW, AUDIT, DENY = "allow", "audit", "deny"
 
 
-@dataclass(frozen=True, slots=True)
-class RequestDecision:
+class RequestDecision(Struct, frozen=True):
     allowed: bool  # forward the request (True for an audit violation too)
     audit: bool  # a violation forwarded only because enforcement is audit
     inspected: bool  # whether L7 rules were evaluated (False on an L4-only endpoint)

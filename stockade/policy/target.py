@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 from urllib.parse import unquote_to_bytes
+
+from msgspec import Struct
 
 MAX_TARGET_LENGTH = 8192
 
@@ -48,8 +49,7 @@ class InvalidTarget(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class CanonicalTarget:
+class CanonicalTarget(Struct, frozen=True):
     path: str  # canonical path, what path globs are matched against
     query: str  # the raw query string without `?` ("" when absent), validated
     params: Mapping[str, tuple[str, ...]]  # decoded query parameters, values in request order
