@@ -11,13 +11,12 @@ grow the supervisor's memory: beyond `max_keys` new keys are counted as dropped 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from msgspec import Struct
 
 from .types import Action, Event, NetworkEvent
 
 
-@dataclass(frozen=True, slots=True)
-class DenialSummary:
+class DenialSummary(Struct, frozen=True):
     host: str
     port: int
     binary: str
@@ -29,8 +28,7 @@ class DenialSummary:
     ancestors: tuple[str, ...]
 
 
-@dataclass(slots=True)
-class _Entry:
+class _Entry(Struct):
     count: int
     first_seen_ms: int
     last_seen_ms: int

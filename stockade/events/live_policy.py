@@ -34,10 +34,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import yaml
+from msgspec import Struct
 
 from ..control import ControlError
 from ..policy import (
@@ -66,8 +66,7 @@ def _nothing() -> None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class Prepared:
+class Prepared(Struct, frozen=True):
     """A policy generation built and ready to go live (what LivePolicy's `prepare` returns).
 
     `install()` makes it live and returns the undo that puts the previous generation back; it

@@ -19,10 +19,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import yaml
+from msgspec import Struct
 
 from ..network.addresses import AddressClass, classify, is_blocked_hostname, literal_address
 from .aggregator import DenialSummary
@@ -42,8 +42,7 @@ WELL_KNOWN_PORTS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class ProposedRule:
+class ProposedRule(Struct, frozen=True):
     rule_key: str
     host: str
     port: int

@@ -1,6 +1,6 @@
 """The one-line human form of an OCSF event, as `stockade logs` prints it (sans-IO).
 
-It reads the stored OCSF object, not the producer's dataclass, so logs written by any stockade
+It reads the stored OCSF object, not the producer's event record, so logs written by any stockade
 version render the same way. Shape: time, an action word padded to one column, then the class's
 own fields:
 

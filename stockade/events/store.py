@@ -28,9 +28,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from msgspec import Struct
 
 from ..errors import StockadeError
 from .schema import MIGRATIONS, SCHEMA_VERSION
@@ -42,8 +43,7 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-@dataclass(frozen=True, slots=True)
-class Run:
+class Run(Struct, frozen=True):
     id: int
     sandbox: str
     pid: int | None
@@ -59,8 +59,7 @@ class Run:
     dropped: int
 
 
-@dataclass(frozen=True, slots=True)
-class EventRow:
+class EventRow(Struct, frozen=True):
     id: int
     sandbox: str
     run_id: int | None
@@ -74,8 +73,7 @@ class EventRow:
         return json.loads(self.ocsf)
 
 
-@dataclass(frozen=True, slots=True)
-class Revision:
+class Revision(Struct, frozen=True):
     sandbox: str
     revision: int
     sha256: str
@@ -85,8 +83,7 @@ class Revision:
     run_id: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class Proposal:
+class Proposal(Struct, frozen=True):
     id: int
     sandbox: str
     status: str
@@ -105,8 +102,7 @@ class Proposal:
     revision: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
+class Route(Struct, frozen=True):
     name: str
     protocol: str  # "openai" | "anthropic"
     base_url: str
@@ -116,8 +112,7 @@ class Route:
     is_default: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Retention:
+class Retention(Struct, frozen=True):
     """How much history the store keeps: events older than `max_age_s`, or beyond `max_bytes`
     of database pages (oldest first), are pruned by the recorder's writer every `every_s`."""
 

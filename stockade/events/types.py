@@ -1,6 +1,6 @@
 """What producers (the proxy, the supervisor, the inference router) record: plain domain events.
 
-Producers call `recorder.record(event)` with one of the dataclasses below; the events package
+Producers call `recorder.record(event)` with one of the records below; the events package
 turns them into OCSF 1.7 JSON, stores them, writes JSON lines, feeds the denial aggregator and
 counts allows/denies. `record` must be cheap and must never raise or block the event loop: it
 only enqueues.
@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import enum
 import time
-from dataclasses import dataclass, field
 from typing import Protocol
+
+from msgspec import Struct, field
 
 
 class Action(enum.Enum):
@@ -24,8 +25,7 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-@dataclass(frozen=True, slots=True)
-class Actor:
+class Actor(Struct, frozen=True):
     """The process behind a connection; binary "-" when identity is unavailable."""
 
     binary: str = "-"
@@ -34,8 +34,7 @@ class Actor:
     sha256: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class NetworkEvent:
+class NetworkEvent(Struct, frozen=True):
     """An L4 decision: a CONNECT or forward-proxy connection allowed or denied."""
 
     action: Action
@@ -51,8 +50,7 @@ class NetworkEvent:
     time_ms: int = field(default_factory=now_ms)
 
 
-@dataclass(frozen=True, slots=True)
-class HttpEvent:
+class HttpEvent(Struct, frozen=True):
     """An L7 decision on one HTTP request (forward proxy or inside a terminated tunnel)."""
 
     action: Action
@@ -67,8 +65,7 @@ class HttpEvent:
     time_ms: int = field(default_factory=now_ms)
 
 
-@dataclass(frozen=True, slots=True)
-class FindingEvent:
+class FindingEvent(Struct, frozen=True):
     """A security finding: SSRF attempt, binary hash change, placeholder misuse, unsolicited 101."""
 
     kind: str  # "ssrf" | "binary_changed" | "placeholder_misuse" | "unsolicited_upgrade" | ...
@@ -85,8 +82,7 @@ class FindingEvent:
     time_ms: int = field(default_factory=now_ms)
 
 
-@dataclass(frozen=True, slots=True)
-class ProcessEvent:
+class ProcessEvent(Struct, frozen=True):
     """A lifecycle step of the sandboxed command: launch, exit, timeout kill."""
 
     activity: str  # "launch" | "exit" | "timeout"
@@ -96,8 +92,7 @@ class ProcessEvent:
     time_ms: int = field(default_factory=now_ms)
 
 
-@dataclass(frozen=True, slots=True)
-class ConfigEvent:
+class ConfigEvent(Struct, frozen=True):
     """A configuration change: policy loaded or reloaded (revision, sha256), layer degraded."""
 
     message: str
@@ -107,8 +102,7 @@ class ConfigEvent:
     time_ms: int = field(default_factory=now_ms)
 
 
-@dataclass(frozen=True, slots=True)
-class InferenceEvent:
+class InferenceEvent(Struct, frozen=True):
     """One call routed through inference.local. Never carries prompt or completion text."""
 
     route: str | None
