@@ -261,7 +261,7 @@ class Engine:
         self.rules: tuple[_Rule, ...] = tuple(_compile_rule(policy.network_policies[k], binary_memo)
                                                 for k in keys)
         self.entries: list[_Entry] = []
-        exact: dict[str, dict[int, list[_Entry]]] = {}
+        exact: dict[int, dict[str, list[_Entry]]] = {}
         wild: dict[int, dict[str, list[_Entry]]] = {}
         hostless: dict[int, list[_Entry]] = {}
         for ri, rule in enumerate(self.rules):
@@ -276,28 +276,29 @@ class Engine:
                     if pattern is None:
                         hostless.setdefault(port, []).append(entry)
                     elif pattern.kind == EXACT:
-                        exact.setdefault(pattern.pattern, {}).setdefault(port, []).append(entry)
+                        exact.setdefault(port, {}).setdefault(pattern.pattern, []).append(entry)
                     else:
                         wild.setdefault(port, {}).setdefault(pattern.suffix, []).append(entry)
         self._wild = {port: {sfx: tuple(v) for sfx, v in by_sfx.items()}
                       for port, by_sfx in wild.items()}
         self._hostless = {k: tuple(v) for k, v in hostless.items()}
-        # For a host listed exactly, the wildcard and hostless endpoints that also match it are
-        # merged in once, here: looking up a listed host is then a single dict access.
-        self._exact = {host: {p: self._probe(host, p, tuple(v)) for p, v in by_port.items()}
-                       for host, by_port in exact.items()}
+        # port -> listed host -> its candidates, with the wildcard and hostless endpoints that also
+        # match it merged in once, here: the _Entry itself when it is the only one (most
+        # host:ports), else a tuple. Port first: the few outer dicts stay in cache, and a listed
+        # host costs one dict probe and no tuple.
+        self._listed = {p: {host: _single(self._probe(host, p, tuple(v))) for host, v in by_host.items()}
+                        for p, by_host in exact.items()}
         self._matches: dict[tuple[int, ...], Match] = {}  # combinations of passed entries
         self._cache: dict[tuple[str, int, str | None, tuple[str, ...]], Decision] = {}
         self._cache_size = cache_size
 
     def candidates(self, host: str, port: int) -> tuple[_Entry, ...]:
         """Every endpoint matching normalised host:port, in (rule key, endpoint) order."""
-        by_port = self._exact.get(host)
-        if by_port is not None:
-            found = by_port.get(port)
-            if found is not None:
-                return found
-        return self._probe(host, port, ())
+        hosts = self._listed.get(port)
+        found = hosts.get(host) if hosts is not None else None
+        if found is None:
+            return self._probe(host, port, ())
+        return (found,) if found.__class__ is _Entry else found  # type: ignore[return-value]
 
     def _probe(self, host: str, port: int, found: tuple[_Entry, ...]) -> tuple[_Entry, ...]:
         """`found` plus the wildcard and hostless endpoints matching host:port."""
@@ -345,19 +346,24 @@ class Engine:
         h = host if host.islower() else host.lower()
         if h.endswith(".") or ":" in h:
             h = normalize_host(h)
-        by_port = self._exact.get(h)  # candidates(), inlined for a listed host
-        found = by_port.get(port) if by_port is not None else None
+        hosts = self._listed.get(port)  # candidates(), inlined
+        found = hosts.get(h) if hosts is not None else None
         if found is None:
             if not self.rules:
                 return _decision(False, NO_POLICIES, h, port, binary, ancestors, None, self)
             found = self._probe(h, port, ())
             if not found:
                 return _decision(False, NO_ENDPOINT, h, port, binary, ancestors, None, self)
-        if len(found) == 1:  # the common case: one endpoint for this host:port
-            e = found[0]
-            if binary in e.exact or e.allows(binary, ancestors):
-                return _decision(True, None, h, port, binary, ancestors, e.match, self)
+            found = _single(found)
+        if found.__class__ is _Entry:  # the common case: one endpoint for this host:port
+            if binary in found.exact or found.allows(binary, ancestors):
+                return _decision(True, None, h, port, binary, ancestors, found.match, self)
             return _decision(False, BINARY_NOT_ALLOWED, h, port, binary, ancestors, None, self)
+        return self._decide_many(found, h, port, binary, ancestors)
+
+    def _decide_many(self, found: tuple[_Entry, ...], h: str, port: int, binary: str | None,
+                     ancestors: tuple[str, ...]) -> Decision:
+        """Several endpoints match: union of the rules whose binaries match."""
         verdict: dict[int, bool] = {}
         passed: list[_Entry] = []
         for e in found:
@@ -425,3 +431,7 @@ def _merge(a: Sequence[_Entry], b: Sequence[_Entry]) -> tuple[_Entry, ...]:
 
 
 _ORDER = operator.attrgetter("order")
+
+
+def _single(found: tuple[_Entry, ...]) -> _Entry | tuple[_Entry, ...]:
+    return found[0] if len(found) == 1 else found
