@@ -116,6 +116,7 @@ class E2E:
     space: Path
     venv: Path  # the nobody-readable venv: stockade (rootless) and the clients
     base_env: dict[str, str]
+    stockade: str  # rootless: the session's console script in that venv
     name: str = "e2e"
     procs: list[subprocess.Popen] = field(default_factory=list)
 
@@ -154,7 +155,7 @@ class E2E:
     # -- running stockade ---------------------------------------------------------------
 
     def argv(self, args: list[str]) -> list[str]:
-        prefix = [str(self.venv / "bin" / "stockade")] if self.mode == "rootless" else list(STOCKADE)
+        prefix = [self.stockade] if self.mode == "rootless" else list(STOCKADE)
         return self.net.command([*prefix, *args], as_nobody=self.mode == "rootless", cwd=str(self.work))
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -249,7 +250,7 @@ def make_e2e(request, mode: str, up: Upstreams) -> E2E:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
         env["XDG_STATE_HOME"] = state
     env["STOCKADE_PROPOSAL_FLUSH_S"] = "0.3"
-    return E2E(mode, up.net, up, space, rootless.venv, env)
+    return E2E(mode, up.net, up, space, rootless.venv, env, rootless.stockade)
 
 
 @pytest.fixture(params=["rootless", "root"])
