@@ -7,7 +7,9 @@ import ipaddress
 import pytest
 
 from stockade.policy import compile_policy, load_policy_text
-from stockade.policy.engine import BINARY_NOT_ALLOWED, NO_ENDPOINT, NO_POLICIES
+from stockade.policy.engine import BINARY_NOT_ALLOWED, NO_ENDPOINT, NO_POLICIES, _compile_l7
+from stockade.policy.glob import path_glob
+from stockade.policy.hosts import normalize_host
 from stockade.policy.model import Enforcement, Protocol
 
 from .policies import CURL, T0, engine, network
@@ -339,3 +341,90 @@ def test_the_binary_memo_answers_exactly_as_the_globs_do():
     assert rule.glob_memo is not None and len(rule.glob_memo) <= engine_module.GLOB_MEMO_SIZE
     assert memo.decide("api.example.com", 443, "/opt/app/bin/node").allowed
     assert not memo.decide("api.example.com", 443, "/opt/app/lib/node").allowed
+
+
+def _reference(policy, host, port, binary, ancestors):
+    """policy.md §3.3-§3.5 by brute force over every rule and endpoint, no index: (reason code,
+    matched rules, (rule, index) of the applying endpoint, l7 rules shown as text)."""
+    from stockade.policy.hosts import parse_host
+
+    h = normalize_host(host)
+    rules = [policy.network_policies[k] for k in sorted(policy.network_policies)]
+    if not rules:
+        return NO_POLICIES, (), None, ()
+
+    def binary_ok(rule):
+        if not rule.binaries:
+            return False
+        if binary is None:
+            return True
+        return any(p == b.path or ("*" in b.path and _glob_matches(b.path, p))
+                   for b in rule.binaries for p in (binary, *ancestors))
+
+    def _glob_matches(pattern, path):
+        return bool(path_glob(pattern).match(path))
+
+    hits = [(r, i, ep) for r in rules for i, ep in enumerate(r.endpoints)
+            if port in ep.ports and (not ep.host or parse_host(ep.host).match(h))]
+    if not hits:
+        return NO_ENDPOINT, (), None, ()
+    passed = [(r, i, ep) for r, i, ep in hits if binary_ok(r)]
+    if not passed:
+        return BINARY_NOT_ALLOWED, (), None, ()
+    config = next((x for x in passed if x[2].has_extended_config), passed[0])
+    l7 = tuple(a.shown for r, _, ep in passed for a in _compile_l7(r.key, ep))
+    return None, tuple(dict.fromkeys(r.key for r, _, _ in passed)), (config[0].key, config[1]), l7
+
+
+def test_indexed_decisions_equal_a_brute_force_reference():
+    """Random policies mixing exact, wildcard and hostless endpoints on shared hosts and ports,
+    and random lookups (listed and unlisted hosts, other case, trailing dot, deep wildcard
+    matches, ancestors, globs, binary=None): the indexed engine answers as the reference does."""
+    import random
+
+    rng = random.Random(5)
+    for round_ in range(12):
+        lines, hosts = [], []
+        for i, key in enumerate(rng.sample(range(100), rng.randrange(0, 14))):  # keys out of order
+            eps = []
+            for _ in range(rng.randrange(1, 4)):
+                base = f"d{rng.randrange(4)}.example.{rng.choice(('com', 'org'))}"
+                ports = rng.choice(([443], [80, 443], [8443]))
+                kind = rng.random()
+                if kind < 0.45:
+                    host = f"{rng.choice(('api', 'cdn'))}.{base}"
+                    eps.append(f"{{ host: {host}, ports: {ports} }}")
+                    hosts.append(host)
+                elif kind < 0.65:
+                    eps.append(f"{{ host: '*.{base}', ports: {ports}, protocol: rest, enforcement: enforce, "
+                               "access: read-only }")
+                    hosts.append(f"x.{base}")
+                elif kind < 0.75:
+                    eps.append(f"{{ host: '*-ai.{base}', ports: {ports} }}")
+                    hosts.append(f"us-ai.{base}")
+                elif kind < 0.9:
+                    eps.append(f"{{ host: '**.{base}', ports: {ports}, allowed_ips: [10.0.0.0/8] }}")
+                    hosts.append(f"a.b.{base}")
+                else:
+                    eps.append(f"{{ ports: {ports}, allowed_ips: [10.{i}.0.0/16] }}")
+            bins = rng.choice(("[{ path: /usr/bin/curl }]", "[{ path: '/opt/*/bin/*' }]", "[]",
+                               "[{ path: /usr/bin/curl }, { path: /usr/bin/git }]"))
+            lines.append(f"  r{key:02d}:\n    endpoints: [{', '.join(eps)}]\n"
+                         f"    binaries: {bins}\n")
+        policy = load_policy_text(network("".join(lines)) if lines else "version: 1\n")
+        e = compile_policy(policy, cache_size=rng.choice((0, 64)))
+        hosts += ["api.d0.example.com", "other.example.com", "10.1.2.3", "x.y.d1.example.org"]
+        for _ in range(150):
+            host = rng.choice(hosts)
+            host = rng.choice((host, host.upper(), host + ".", "." + host, host + ".."))
+            port = rng.choice((443, 80, 8443, 22))
+            binary = rng.choice(("/usr/bin/curl", "/usr/bin/git", "/opt/x/bin/y", "/usr/bin/wget", None))
+            ancestors = rng.choice(((), ("/usr/bin/curl",), ("/bin/sh", "/opt/a/bin/b")))
+            d = e.decide(host, port, binary, ancestors)
+            code, matched, where, l7 = _reference(policy, host, port, binary, ancestors)
+            args = (round_, host, port, binary, ancestors)
+            assert d.allowed == (code is None) and d.reason_code == code, args
+            assert d.matched_rules == matched, args
+            assert (d.endpoint_rule, d.endpoint_index) == (where or (None, None)), args
+            assert tuple(a.shown for a in d.l7_rules) == l7, args
+            assert d.host == normalize_host(host) and d.port == port and d.ancestors == ancestors, args
