@@ -343,18 +343,20 @@ class Engine:
 
     def _decide(self, host: str, port: int, binary: str | None,
                 ancestors: tuple[str, ...]) -> Decision:
-        h = host if host.islower() else host.lower()
-        if h.endswith(".") or ":" in h:
-            h = normalize_host(h)
         hosts = self._listed.get(port)  # candidates(), inlined
-        found = hosts.get(h) if hosts is not None else None
+        found = hosts.get(host) if hosts is not None else None
+        h = host  # a listed host is normalised already: equal to a normalised key
         if found is None:
-            if not self.rules:
-                return _decision(False, NO_POLICIES, h, port, binary, ancestors, None, self)
-            found = self._probe(h, port, ())
-            if not found:
-                return _decision(False, NO_ENDPOINT, h, port, binary, ancestors, None, self)
-            found = _single(found)
+            h = host if host.islower() else host.lower()
+            if h.endswith(".") or ":" in h:
+                h = normalize_host(h)
+            if h is not host and hosts is not None:
+                found = hosts.get(h)
+            if found is None:
+                found = self._probe(h, port, ())
+                if len(found) != 1:
+                    return self._decide_many(found, h, port, binary, ancestors)
+                found = found[0]
         if found.__class__ is _Entry:  # the common case: one endpoint for this host:port
             if binary in found.exact or found.allows(binary, ancestors):
                 return _decision(True, None, h, port, binary, ancestors, found.match, self)
@@ -363,7 +365,10 @@ class Engine:
 
     def _decide_many(self, found: tuple[_Entry, ...], h: str, port: int, binary: str | None,
                      ancestors: tuple[str, ...]) -> Decision:
-        """Several endpoints match: union of the rules whose binaries match."""
+        """Zero or several endpoints match: union of the rules whose binaries match."""
+        if not found:
+            reason = NO_ENDPOINT if self.rules else NO_POLICIES
+            return _decision(False, reason, h, port, binary, ancestors, None, self)
         verdict: dict[int, bool] = {}
         passed: list[_Entry] = []
         for e in found:
