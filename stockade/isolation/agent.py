@@ -15,8 +15,9 @@ import errno
 import os
 import select
 import signal
-from dataclasses import dataclass
 from typing import NoReturn
+
+from msgspec import Struct
 
 from . import libc, privileges
 from .channel import SetupError, report_failure
@@ -28,8 +29,7 @@ from .terminal import set_foreground
 EXIT_SETUP, EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND = 125, 126, 127
 
 
-@dataclass(frozen=True)
-class Command:
+class Command(Struct, frozen=True):
     """What the last steps before execve need."""
 
     argv: tuple[str, ...]

@@ -18,8 +18,9 @@ import json
 import os
 import socket
 import struct
-from dataclasses import dataclass
 from typing import Any
+
+from msgspec import Struct
 
 _HEADER = struct.Struct("!I")
 _MAX_FDS = 4
@@ -60,8 +61,7 @@ def parse_failures(data: bytes) -> list[SetupError]:
     return errors
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(Struct, frozen=True):
     kind: str
     data: dict[str, Any]
     fds: tuple[int, ...] = ()

@@ -37,8 +37,9 @@ first command, nor reach its abstract Unix sockets (and the reverse).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
+
+from msgspec import Struct
 
 from ..errors import EXIT_STOCKADE_FAILURE, StockadeError
 from .paths import PathGrant
@@ -82,8 +83,7 @@ def exec_info_payload(spec: SandboxSpec, processes: Any = None) -> dict[str, Any
     return payload
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(Struct, frozen=True):
     """A running sandbox as `stockade exec` joins it."""
 
     name: str

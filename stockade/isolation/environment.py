@@ -8,7 +8,8 @@ router strips (stockade/inference/sandbox.py), so a secret never enters the sand
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 NO_PROXY = "127.0.0.1,localhost,::1"
 CA_DIR = "/run/stockade"  # in the namespace mode: private to the sandbox, read-only
@@ -22,8 +23,7 @@ PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
 STRIPPED: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class EnvironmentInputs:
+class EnvironmentInputs(Struct, frozen=True):
     sandbox: str
     proxy_url: str  # http://127.0.0.1:3128
     ca_dir: str = CA_DIR

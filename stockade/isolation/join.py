@@ -11,7 +11,8 @@ import select
 import signal
 import sys
 import threading
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from ..errors import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, EXIT_STOCKADE_FAILURE
 from . import channel, libc, privileges
@@ -189,8 +190,7 @@ def _landlock(target: Target) -> LandlockSetup:
     return setup
 
 
-@dataclass
-class _Session:
+class _Session(Struct):
     """The command's parent: forks it, forwards signals, shares the terminal, reaps it."""
 
     target: Target

@@ -15,7 +15,8 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass, field
+
+from msgspec import Struct, field
 
 from .channel import SetupError
 from .paths import PathGrant, path_error_reason
@@ -47,8 +48,7 @@ IMPLICIT_LANDLOCK_ONLY = (
 )
 
 
-@dataclass(frozen=True)
-class Rights:
+class Rights(Struct, frozen=True):
     abi: int
     handled_fs: int
     read_only: int
@@ -106,8 +106,7 @@ def probe_abi() -> tuple[int, str]:
         return 0, reason
 
 
-@dataclass
-class LandlockSetup:
+class LandlockSetup(Struct):
     """The prepared ruleset (None when Landlock is not applied) and what went into it."""
 
     abi: int

@@ -11,7 +11,7 @@ Steps are ordered parents before children, so a read-write child of a read-only 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from msgspec import Struct
 
 from .paths import Inspect, PathGrant, depth, is_within, path_error_reason, planted_links, resolve
 
@@ -28,16 +28,14 @@ SYSTEM_ROOTS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", 
                 "/proc", "/sys", "/dev")
 
 
-@dataclass(frozen=True)
-class Private:
+class Private(Struct, frozen=True):
     """A fresh filesystem at `path`: proc, the minimal dev, or a private tmpfs (tmp, run)."""
 
     path: str
     what: str
 
 
-@dataclass(frozen=True)
-class Bind:
+class Bind(Struct, frozen=True):
     """Bind the host's `path` (a real path, no symlinks) at the same place in the view."""
 
     path: str
@@ -46,8 +44,7 @@ class Bind:
     grants: tuple[str, ...]  # the policy paths that asked for it
 
 
-@dataclass(frozen=True)
-class Symlink:
+class Symlink(Struct, frozen=True):
     path: str
     target: str
 
@@ -55,8 +52,7 @@ class Symlink:
 Step = Private | Bind | Symlink
 
 
-@dataclass(frozen=True)
-class MountPlan:
+class MountPlan(Struct, frozen=True):
     steps: tuple[Step, ...]
     skipped: tuple[tuple[str, str], ...]  # (policy path, reason): missing or unreadable
     notes: tuple[str, ...]  # what the user should know (a private /tmp, ...)

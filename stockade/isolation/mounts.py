@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+
+from msgspec import Struct, field
 
 from . import libc
 from .mountplan import DEV_ENTRIES, PRIVATE_ROOTS, SYSTEM_ROOTS, Bind, MountPlan, Private, Symlink
@@ -32,14 +33,12 @@ _KEPT_FLAGS = (
 )
 
 
-@dataclass(frozen=True)
-class ScanBudget:
+class ScanBudget(Struct, frozen=True):
     entries: int = 5000
     depth: int = 6
 
 
-@dataclass
-class ViewFacts:
+class ViewFacts(Struct):
     """What building the view found, for the startup report."""
 
     hidden_sockets: list[str] = field(default_factory=list)

@@ -11,7 +11,8 @@ import os
 import posixpath
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 # Reason strings of OpenShell's path-error classifier (reference/process.md §3.4).
 _REASONS = {
@@ -28,8 +29,7 @@ def path_error_reason(err: int) -> str:
     return _REASONS.get(err, "unexpected error")
 
 
-@dataclass(frozen=True)
-class PathGrant:
+class PathGrant(Struct, frozen=True):
     """One path the sandbox may use: from the policy, the workdir, or stockade itself."""
 
     path: str
@@ -37,8 +37,7 @@ class PathGrant:
     origin: str = "policy"  # "policy" | "workdir" | "implicit"
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(Struct, frozen=True):
     """What lstat says about one path: kind is dir, file, other, symlink, or missing."""
 
     kind: str
@@ -49,8 +48,7 @@ class Entry:
 Inspect = Callable[[str], Entry]
 
 
-@dataclass(frozen=True)
-class Resolved:
+class Resolved(Struct, frozen=True):
     """A grant's path resolved on the host: the real path and the symlinks crossed to reach it."""
 
     real: str

@@ -18,7 +18,7 @@ import os
 import signal
 import socket
 
-LANDLOCK_ONLY = "landlock"  # spec.LANDLOCK_ONLY, without importing spec (dataclasses) here
+LANDLOCK_ONLY = "landlock"  # spec.LANDLOCK_ONLY, without importing spec (msgspec) here
 EXIT_SETUP = 125
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from ..errors import StockadeError
 from ..policy.model import Compatibility, Policy
@@ -30,8 +31,7 @@ WELL_KNOWN_SOCKETS = (
 )
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(Struct, frozen=True):
     """What `stockade run` was asked to do."""
 
     argv: tuple[str, ...]
@@ -45,8 +45,7 @@ class Request:
     hidden_files: tuple[str, ...] = ()  # files the sandbox must not read (inference route keys)
 
 
-@dataclass(frozen=True)
-class Prepared:
+class Prepared(Struct, frozen=True):
     spec: SandboxSpec
     notes: tuple[str, ...]
     not_enforced: tuple[str, ...]

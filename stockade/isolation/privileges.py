@@ -13,7 +13,8 @@ import grp
 import os
 import pwd
 import resource
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from .channel import SetupError
 
@@ -21,8 +22,7 @@ DEFAULT_USER = "nobody"
 DEFAULT_GROUPS = ("nogroup", "nobody")  # Debian names it nogroup, Fedora nobody
 
 
-@dataclass(frozen=True)
-class RunAs:
+class RunAs(Struct, frozen=True):
     user: str
     uid: int
     gid: int

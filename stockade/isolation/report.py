@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
+
+from msgspec import Struct, field
 
 from .spec import LANDLOCK_ONLY, SandboxSpec
 
 _SHOWN = 3  # how many paths of a list the line spells out
 
 
-@dataclass(frozen=True)
-class Report:
+class Report(Struct, frozen=True):
     name: str
     isolation: str
     rootless: bool
@@ -31,7 +31,7 @@ class Report:
     scan_exhausted: str = ""
     state_dir_hidden: bool = False
     notes: tuple[str, ...] = ()
-    not_enforced: tuple[str, ...] = field(default=())
+    not_enforced: tuple[str, ...] = ()
 
 
 def _paths(items: list[str] | tuple[str, ...]) -> str:

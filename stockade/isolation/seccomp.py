@@ -13,8 +13,9 @@ child only calls `load()` (libseccomp must be resolved before Landlock or pivot_
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass
 from types import ModuleType
+
+from msgspec import Struct
 
 LOW32 = 0xFFFFFFFF
 
@@ -34,8 +35,7 @@ _NEW_SYSCALLS = {"open_tree_attr": 467}
 LIFTABLE = frozenset({"memfd_create"})
 
 
-@dataclass(frozen=True)
-class ArgTest:
+class ArgTest(Struct, frozen=True):
     """One argument comparison; all tests of a Block must hold (AND)."""
 
     index: int
@@ -44,8 +44,7 @@ class ArgTest:
     mask: int = LOW32
 
 
-@dataclass(frozen=True)
-class Block:
+class Block(Struct, frozen=True):
     syscall: str
     reason: str
     tests: tuple[ArgTest, ...] = ()

@@ -9,8 +9,9 @@ from their copy of its memory.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from msgspec import Struct
 
 if TYPE_CHECKING:  # kept light: the supervisor imports this before it forks
     from .mountplan import MountPlan
@@ -26,8 +27,7 @@ PROXY_HOST = "127.0.0.1"
 PROXY_PORT = 3128
 
 
-@dataclass(frozen=True)
-class Early:
+class Early(Struct, frozen=True):
     """What the supervisor's child knows when it is forked, before the policy is loaded."""
 
     isolation: str
@@ -47,8 +47,7 @@ class Early:
                    proxy_port=host_port if host_port is not None else PROXY_PORT)
 
 
-@dataclass(frozen=True)
-class SandboxSpec:
+class SandboxSpec(Struct, frozen=True):
     name: str
     argv: tuple[str, ...]
     env: dict[str, str]
