@@ -47,9 +47,10 @@ import socket
 import struct
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from msgspec import Struct
 
 from .errors import StockadeError
 from .events.types import Actor, FindingEvent, Recorder
@@ -93,8 +94,7 @@ class ControlError(StockadeError):
 # -- sans-IO: requests, replies, peer decision ------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(Struct, frozen=True):
     op: str
     params: dict[str, Any]
     id: Any = None
@@ -170,8 +170,7 @@ def namespaces(pid: int | str) -> dict[str, tuple[int, int] | None]:
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class Peer:
+class Peer(Struct, frozen=True):
     pid: int
     uid: int
     gid: int

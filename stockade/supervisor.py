@@ -26,8 +26,9 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
+
+from msgspec import Struct, field
 
 from .errors import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, EXIT_STOCKADE_FAILURE, EXIT_TIMEOUT, StockadeError
 from .isolation import channel
@@ -50,8 +51,7 @@ TIMEOUT_GRACE = 1.0  # seconds between SIGTERM and SIGKILL on --timeout
 SETUP_TIMEOUT = 60.0  # a sandbox that is not ready by then is broken
 
 
-@dataclass(frozen=True)
-class RunOptions:
+class RunOptions(Struct, frozen=True):
     argv: tuple[str, ...]
     policy_path: str | None = None  # None: the built-in default policy
     policy: Policy | None = None  # an already loaded policy (wins over policy_path)
@@ -73,8 +73,7 @@ class CommandFailed(StockadeError):
 
 # -- the proxy hook ---------------------------------------------------------------------------
 
-@dataclass
-class SandboxProcesses:
+class SandboxProcesses(Struct):
     """Who is who. Host pids are in the supervisor's pid namespace; `agent_pid` is in the
     sandbox's (resolve it, and any socket owner, through `ProxyContext.procfs`)."""
 
@@ -83,8 +82,7 @@ class SandboxProcesses:
     agent_pid: int | None = None  # the command, in sandbox terms; set once it is forked
 
 
-@dataclass(frozen=True)
-class ProxyContext:
+class ProxyContext(Struct, frozen=True):
     sandbox: str
     policy: Policy
     listener: socket.socket  # listening; created inside the sandbox's netns (landlock mode: host)
@@ -143,8 +141,7 @@ def run_sandbox(options: RunOptions) -> int:
     return Supervisor(options).run()
 
 
-@dataclass
-class _Setup:
+class _Setup(Struct):
     listener: socket.socket | None = None
     diag: socket.socket | None = None
     procfs: int | None = None
@@ -152,8 +149,7 @@ class _Setup:
     init_pid: int | None = None
 
 
-@dataclass
-class Supervisor:
+class Supervisor(Struct):
     options: RunOptions
     name: str = ""
     policy: Any = None  # the loaded Policy

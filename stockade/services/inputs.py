@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from msgspec import Struct
 
 from ..errors import StockadeError
 
@@ -25,8 +26,7 @@ DEFAULT_PROPOSAL_FLUSH_S = 10.0
 PROPOSAL_FLUSH_ENV = "STOCKADE_PROPOSAL_FLUSH_S"  # how often denials become proposals (seconds)
 
 
-@dataclass(frozen=True)
-class ServiceOptions:
+class ServiceOptions(Struct, frozen=True):
     """The `stockade run` options the services use (as given on the command line)."""
 
     secrets: tuple[str, ...] = ()  # KEY[=HOST,...]
@@ -35,8 +35,7 @@ class ServiceOptions:
     log_file: str | None = None
 
 
-@dataclass(frozen=True)
-class ServiceInputs:
+class ServiceInputs(Struct, frozen=True):
     secrets: SecretStore | None
     routes: tuple[Route, ...] | None  # from --inference-routes; None: the store's, kept fresh
     upstream_ca: str | None
