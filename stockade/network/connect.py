@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from msgspec import Struct
 
 from ..events.types import Action, NetworkEvent
 from ..policy.model import Tls
@@ -76,8 +77,7 @@ async def read_first_bytes(client: Channel, limits: Limits) -> tuple[bytes, str]
         client.set_timeout()
 
 
-@dataclass(eq=False)
-class RawTunnel:
+class RawTunnel(Struct, eq=False):
     """An open raw tunnel: what `ProxyServer.revalidate` re-decides after a policy reload."""
 
     host: str

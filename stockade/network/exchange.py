@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from ..events.types import Action, Actor, FindingEvent, HttpEvent, Recorder
 from ..policy.l7 import INVALID_REQUEST, RequestDecision
@@ -48,8 +49,7 @@ from .target import Authority
 VIA = "stockade"
 
 
-@dataclass(slots=True)
-class Route:
+class Route(Struct):
     """Where a request goes and exactly what is sent: built by the adapter's `route`."""
 
     upstream: Channel
@@ -59,8 +59,7 @@ class Route:
     tied: bool = False  # the client connection lives only as long as this upstream (tunnels)
 
 
-@dataclass(slots=True)
-class Outcome:
+class Outcome(Struct):
     status: int | None = None
     client_reusable: bool = False
     upstream_reusable: bool = False

@@ -15,8 +15,9 @@ address it was validated as, and is reused only after that address passes the SS
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from msgspec import Struct
 
 from ..events.types import Action, HttpEvent, NetworkEvent
 from .exchange import (
@@ -54,8 +55,7 @@ class HandOver(TakeOver):
     """A request for inference.local:80: the inference handler takes over the connection."""
 
 
-@dataclass(slots=True, eq=False)
-class Upstream:
+class Upstream(Struct, eq=False):
     """An upstream connection and what it was validated as: reused only while the current
     decision's allowlist still admits `address` (re-checked unless `allow` is unchanged)."""
 
@@ -129,8 +129,7 @@ class UpstreamPool:
         self._idle.clear()
 
 
-@dataclass(slots=True)
-class _Pending:
+class _Pending(Struct):
     authority: Authority
     path: str  # canonical path, credentials redacted (for events)
     method: str

@@ -12,7 +12,8 @@ receives is canonical, so a parsing difference between us and it cannot smuggle 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+
+from msgspec import Struct, field
 
 from .httphead import (
     Headers,
@@ -29,13 +30,11 @@ _TOKEN_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzAB
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 
 
-@dataclass(slots=True)
-class Data:
+class Data(Struct):
     data: bytes
 
 
-@dataclass(slots=True)
-class EndOfMessage:
+class EndOfMessage(Struct):
     trailers: Headers = field(default_factory=list)
 
 

@@ -10,9 +10,8 @@ view of the bytes); values that are not valid UTF-8 are rejected.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import httptools
+from msgspec import Struct, field
 
 from .limits import Limits
 
@@ -41,8 +40,7 @@ def _header(headers: Headers, name: str) -> str | None:
     return None
 
 
-@dataclass(slots=True)
-class Request:
+class Request(Struct):
     method: str
     target: str
     version: str  # "1.0" | "1.1"
@@ -63,8 +61,7 @@ class Request:
         return self.chunked or bool(self.content_length)
 
 
-@dataclass(slots=True)
-class Response:
+class Response(Struct):
     status: int
     reason: str
     version: str
@@ -109,8 +106,7 @@ class _Collector:
 _FRAMING = frozenset({b"transfer-encoding", b"content-length", b"connection", b"upgrade"})
 
 
-@dataclass(slots=True)
-class _Fields:
+class _Fields(Struct):
     headers: Headers
     names: list[str]  # the field names lower-cased, parallel to headers
     te: list[str]  # Transfer-Encoding codings, lower-cased, in order

@@ -7,11 +7,10 @@ is answered, never silently dropped: the status code a client sees is noted next
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from msgspec import Struct
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
+class Limits(Struct, frozen=True):
     # A client must send a complete request head this fast after connecting or after the
     # previous response on a kept-alive connection (408 when a partial head is pending,
     # a quiet close when nothing at all was sent: that is an idle keep-alive connection).

@@ -16,8 +16,9 @@ import contextlib
 import socket
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
+
+from msgspec import Struct
 
 from ..events.types import Action, Actor, FindingEvent, NetworkEvent, Recorder
 from ..policy.engine import Decision, Engine
@@ -62,8 +63,7 @@ class PolicyHolder:
         self.generation += 1
 
 
-@dataclass(frozen=True, slots=True)
-class Caller:
+class Caller(Struct, frozen=True):
     """Who is behind a client connection; `binary` None when identity is not available."""
 
     actor: Actor
@@ -76,8 +76,7 @@ class Caller:
         return cls(Actor())
 
 
-@dataclass(frozen=True, slots=True)
-class Admission:
+class Admission(Struct, frozen=True):
     """An allowed destination: the decision and the validated addresses to dial."""
 
     decision: Decision

@@ -11,8 +11,9 @@ change that would allow it).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any
+
+from msgspec import Struct, field
 
 CONNECT_ESTABLISHED = b"HTTP/1.1 200 Connection Established\r\n\r\n"
 
@@ -29,8 +30,7 @@ def reason_phrase(status: int) -> str:
     return REASONS.get(status, "Error")
 
 
-@dataclass(frozen=True, slots=True)
-class ErrorResponse:
+class ErrorResponse(Struct, frozen=True):
     status: int
     error: str  # stable machine code: policy_denied, ssrf_denied, dns_failed, ...
     detail: str  # one sentence for a human

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from .httphead import Headers, HttpError
 
@@ -19,8 +20,7 @@ INFERENCE_HOST = "inference.local"
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-._")
 
 
-@dataclass(frozen=True, slots=True)
-class Authority:
+class Authority(Struct, frozen=True):
     host: str  # lower-case; IPv6 without brackets; no trailing dot
     port: int
 
@@ -106,8 +106,7 @@ def parse_connect_target(target: str) -> Authority:
     return split_authority(target, None)
 
 
-@dataclass(frozen=True, slots=True)
-class AbsoluteUrl:
+class AbsoluteUrl(Struct, frozen=True):
     scheme: str
     authority: Authority
     target: str  # origin-form: path and query, at least "/"
