@@ -7,13 +7,13 @@ The sandbox trusts this CA through the files the launcher writes into the sandbo
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from msgspec import Struct
 
 # Where distributions keep the system trust store (Debian/Ubuntu, Fedora/RHEL, openSUSE, others).
 SYSTEM_BUNDLES = (
@@ -27,8 +27,7 @@ CA_LIFETIME = datetime.timedelta(days=30)
 CLOCK_SKEW = datetime.timedelta(hours=1)
 
 
-@dataclass(frozen=True)
-class CertificateAuthority:
+class CertificateAuthority(Struct, frozen=True):
     key: ec.EllipticCurvePrivateKey
     certificate: x509.Certificate
 

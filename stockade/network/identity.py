@@ -23,7 +23,8 @@ import os
 import signal
 import socket
 import threading
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from .procfs import (
     IdentityError,
@@ -44,8 +45,7 @@ _O_FILE = os.O_RDONLY | os.O_CLOEXEC
 _GONE = frozenset({errno.ENOENT, errno.ESRCH})
 
 
-@dataclass(frozen=True)
-class Identity:
+class Identity(Struct, frozen=True):
     pid: int  # the socket owner, in the pids of the procfs we were given
     binary: str  # its executable, as the kernel resolved it (" (deleted)" stripped)
     ancestors: tuple[str, ...]  # executables of its parents, parent first, up to root_pid
@@ -84,8 +84,7 @@ def _listdir(name: str, dir_fd: int) -> list[str]:
         os.close(fd)
 
 
-@dataclass
-class _Proc:
+class _Proc(Struct):
     pid: int
     fd: int  # O_DIRECTORY fd of /proc/<pid>: pins this very process
     binary: str = ""

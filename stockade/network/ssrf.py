@@ -22,8 +22,9 @@ import functools
 import ipaddress
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
+
+from msgspec import Struct
 
 from .addresses import (
     CONTROL_PLANE_PORTS,
@@ -80,8 +81,7 @@ class SystemResolver:
         return out
 
 
-@dataclass(frozen=True, slots=True)
-class Allowlist:
+class Allowlist(Struct, frozen=True):
     """An endpoint's `allowed_ips`, checked once (at first use) for always-blocked overlap."""
 
     networks: tuple[IPNetwork, ...]

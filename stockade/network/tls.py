@@ -19,12 +19,12 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from msgspec import Struct
 
 from .ca import CLOCK_SKEW, SYSTEM_BUNDLES, CertificateAuthority, certificate_builder
 
@@ -62,8 +62,7 @@ def normalize_host(host: str) -> tuple[HostName, IPAddr | None]:
     return name, None
 
 
-@dataclass
-class _Cached:
+class _Cached(Struct):
     context: ssl.SSLContext
     refresh_at: float  # time.time() after which the leaf is rebuilt
 

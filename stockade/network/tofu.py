@@ -7,7 +7,8 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+
+from msgspec import Struct, field
 
 from .procfs import IdentityError
 
@@ -35,8 +36,7 @@ def fingerprint(st: os.stat_result) -> Fingerprint:
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_dev, st.st_ino)
 
 
-@dataclass
-class _Entry:
+class _Entry(Struct):
     sha256: str  # the hash trusted on first use; never replaced
     good: deque[Fingerprint] = field(default_factory=lambda: deque(maxlen=8))
     bad: dict[Fingerprint, str] = field(default_factory=dict)  # -> its hash; at most MAX_BAD
