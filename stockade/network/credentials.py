@@ -26,10 +26,11 @@ import binascii
 import os
 import re
 import secrets as _random
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote, unquote_to_bytes
+
+from msgspec import Struct
 
 from ..policy.hosts import HostError, HostPattern, normalize_host, parse_host
 
@@ -68,20 +69,34 @@ class CredentialError(Exception):
         self.message = message
 
 
-@dataclass(frozen=True)
-class Substitution:
+class Substitution(Struct, frozen=True):
     target: str
     headers: list[tuple[Any, Any]]  # the same type (bytes or str pairs) as given
     used: frozenset[str]  # keys of the secrets substituted
 
+    def __repr__(self) -> str:
+        # target and headers carry the substituted secret values: never in a repr
+        return (f"Substitution(target=<redacted>, headers=<{len(self.headers)} redacted>, "
+                f"used={self.used!r})")
 
-@dataclass(frozen=True, eq=False)
-class _Secret:
+    def __rich_repr__(self) -> Iterator[tuple[str, Any]]:  # Struct's default would list every field
+        yield "used", self.used
+
+
+class _Secret(Struct, frozen=True, eq=False):
     key: str
     value: str
     raw: bytes  # the value as it goes into a header (UTF-8, undecodable bytes preserved)
     placeholder: str
     hosts: tuple[HostPattern, ...] | None  # explicit binding; None: the policy's hosts
+
+    def __repr__(self) -> str:
+        # value and raw are the secret, the placeholder is redacted from events too
+        return f"_Secret(key={self.key!r}, value=<redacted>, hosts={self.hosts!r})"
+
+    def __rich_repr__(self) -> Iterator[tuple[str, Any]]:  # Struct's default would list every field
+        yield "key", self.key
+        yield "hosts", self.hosts
 
 
 def _base64_forms(text: bytes) -> tuple[bytes, ...]:

@@ -121,6 +121,16 @@ def test_bearer_header() -> None:
     assert sub.used == {"ANTHROPIC_API_KEY"}
 
 
+def test_secrets_stay_out_of_reprs() -> None:
+    s = store("CUSTOM_TOKEN")
+    p = ph(s, "CUSTOM_TOKEN")
+    sub = s.substitute("api.example.com", f"/{p}", [(b"x-api-key", p.encode())])
+    assert headers_of(sub, b"x-api-key") == b"secret-token" and sub.target == "/secret-token"
+    for obj in (sub, *s._by_key.values()):
+        text = repr(obj) + str(obj) + repr(list(obj.__rich_repr__()))
+        assert "secret-token" not in text and p not in text
+
+
 def test_exact_header_value_and_token_scheme() -> None:
     s = store("CUSTOM_TOKEN")
     p = ph(s, "CUSTOM_TOKEN").encode()
