@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 MAX_BODY = 10 * 1024 * 1024  # 413 beyond (issue 5)
 
@@ -29,8 +30,7 @@ def _no_constants(name: str) -> object:
 _DECODER = json.JSONDecoder(parse_constant=_no_constants)
 
 
-@dataclass(frozen=True, slots=True)
-class RequestBody:
+class RequestBody(Struct, frozen=True):
     raw: bytes
     model: str | None  # the requested model when it is a string
     model_span: tuple[int, int] | None  # where its value is in `text` (character offsets)

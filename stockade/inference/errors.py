@@ -13,8 +13,9 @@ error event in the protocol's SSE format, which both SDKs raise as an error.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from http import HTTPStatus
+
+from msgspec import Struct
 
 from .shapes import Protocol
 
@@ -23,8 +24,7 @@ _ANTHROPIC_TYPES = {400: "invalid_request_error", 404: "not_found_error", 413: "
                     504: "timeout_error"}
 
 
-@dataclass(frozen=True, slots=True)
-class RouterError:
+class RouterError(Struct, frozen=True):
     status: int
     code: str  # stable: invalid_request, unknown_endpoint, request_too_large, inference_not_configured,
     #            api_key_unavailable, backend_unreachable, backend_timeout, backend_error

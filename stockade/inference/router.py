@@ -27,8 +27,9 @@ import os
 import ssl
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
+
+from msgspec import Struct
 
 from ..events.types import Action, Actor, HttpEvent, InferenceEvent, NullRecorder, Recorder
 from ..network.limits import Limits
@@ -58,8 +59,7 @@ log = logging.getLogger("stockade.inference")
 RouteSource = Sequence[Route] | Callable[[], Sequence[Route]]
 
 
-@dataclass(frozen=True, slots=True)
-class RouterConfig:
+class RouterConfig(Struct, frozen=True):
     max_body: int = MAX_BODY  # request body cap (413 beyond)
     stream_idle_timeout: float = 120.0  # longest silence of a backend mid-body
     connect_timeout: float = 10.0  # TCP + TLS connect to a backend (504 beyond)

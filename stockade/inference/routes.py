@@ -18,11 +18,11 @@ import functools
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import yaml
+from msgspec import Struct
 
 from ..errors import EXIT_INVALID, StockadeError
 from ..policy.diagnostics import Diagnostic
@@ -40,8 +40,7 @@ class RouteError(StockadeError):
     exit_code = EXIT_INVALID
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
+class Route(Struct, frozen=True):
     name: str
     protocol: Protocol
     base_url: str
@@ -152,8 +151,7 @@ def _check_key_source(env: str | None, path: str | None, none: bool) -> _Problem
 
 # -- selection -------------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
-class NoRoute:
+class NoRoute(Struct, frozen=True):
     message: str  # safe to show the agent: names routes and protocols, never keys
 
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 HOST = "inference.local"
 
@@ -26,8 +27,7 @@ class Protocol(str, enum.Enum):
     ANTHROPIC = "anthropic"
 
 
-@dataclass(frozen=True, slots=True)
-class Shape:
+class Shape(Struct, frozen=True):
     protocol: Protocol
     kind: str  # chat_completions, completions, responses, embeddings, models_list, models_get, messages, count_tokens
     path: str  # the request path without its query string
@@ -43,8 +43,7 @@ class Refusal(enum.Enum):
     FORBIDDEN = "forbidden"  # 403, then close
 
 
-@dataclass(frozen=True, slots=True)
-class NotInference:
+class NotInference(Struct, frozen=True):
     refusal: Refusal
     protocol: Protocol  # the error shape to answer in (a guess from the headers for 404s)
     path: str  # for the event; "-" when the target is unusable

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 import httpx
+from msgspec import Struct, field
 
 from .errors import sse_error_event
 from .redact import Redactor
@@ -28,8 +28,7 @@ from .usage import MAX_JSON_CAPTURE, StreamUsage, Usage, usage_from_json
 from .wire import ClientGone, ResponseWriter
 
 
-@dataclass(slots=True)
-class RelayResult:
+class RelayResult(Struct):
     usage: Usage = field(default_factory=Usage)
     error: str | None = None  # why the body ended early (for the event), None when it did not
     complete: bool = True  # False: the response framing was not finished; close the connection

@@ -14,16 +14,16 @@ Later reports win field by field, which gives the final counts for every stream 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
+
+from msgspec import Struct
 
 from .sse import parse_event
 
 MAX_JSON_CAPTURE = 8 * 1024 * 1024  # larger non-streamed bodies are relayed without usage
 
 
-@dataclass(slots=True)
-class Usage:
+class Usage(Struct):
     input_tokens: int | None = None
     output_tokens: int | None = None
 
