@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterator
+from typing import Any
 
 from msgspec import Struct
 
@@ -57,6 +59,15 @@ class Route(Struct):
     allow_upgrade: bool  # the request asked for an upgrade and the policy allows it
     via: bool = False  # add Via to the response (forward proxy)
     tied: bool = False  # the client connection lives only as long as this upstream (tunnels)
+
+    def __repr__(self) -> str:
+        # head may carry substituted secret values: never in a repr
+        return (f"Route(upstream={self.upstream!r}, head=<{len(self.head)} bytes redacted>, "
+                f"allow_upgrade={self.allow_upgrade!r}, via={self.via!r}, tied={self.tied!r})")
+
+    def __rich_repr__(self) -> Iterator[tuple[str, Any]]:  # Struct's default would list every field
+        yield "upstream", self.upstream
+        yield "allow_upgrade", self.allow_upgrade
 
 
 class Outcome(Struct):

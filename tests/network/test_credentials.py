@@ -131,6 +131,15 @@ def test_secrets_stay_out_of_reprs() -> None:
         assert "secret-token" not in text and p not in text
 
 
+def test_rewritten_request_head_stays_out_of_the_route_repr() -> None:
+    from stockade.network.exchange import Route
+
+    route = Route(upstream=None, head=b"GET / HTTP/1.1\r\nAuthorization: Bearer secret-token\r\n\r\n",  # type: ignore[arg-type]
+                  allow_upgrade=False)
+    text = repr(route) + str(route) + repr(list(route.__rich_repr__()))
+    assert "secret-token" not in text and "bytes redacted" in repr(route)
+
+
 def test_exact_header_value_and_token_scheme() -> None:
     s = store("CUSTOM_TOKEN")
     p = ph(s, "CUSTOM_TOKEN").encode()
