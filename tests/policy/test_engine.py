@@ -383,7 +383,7 @@ def test_indexed_decisions_equal_a_brute_force_reference():
     import random
 
     rng = random.Random(5)
-    for round_ in range(12):
+    for round_ in range(16):
         lines, hosts = [], []
         for i, key in enumerate(rng.sample(range(100), rng.randrange(0, 14))):  # keys out of order
             eps = []
@@ -402,7 +402,7 @@ def test_indexed_decisions_equal_a_brute_force_reference():
                 elif kind < 0.75:
                     eps.append(f"{{ host: '*-ai.{base}', ports: {ports} }}")
                     hosts.append(f"us-ai.{base}")
-                elif kind < 0.9:
+                elif kind < 0.93:
                     eps.append(f"{{ host: '**.{base}', ports: {ports}, allowed_ips: [10.0.0.0/8] }}")
                     hosts.append(f"a.b.{base}")
                 else:
@@ -413,10 +413,12 @@ def test_indexed_decisions_equal_a_brute_force_reference():
                          f"    binaries: {bins}\n")
         policy = load_policy_text(network("".join(lines)) if lines else "version: 1\n")
         e = compile_policy(policy, cache_size=rng.choice((0, 64)))
-        hosts += ["api.d0.example.com", "other.example.com", "10.1.2.3", "x.y.d1.example.org"]
-        for _ in range(150):
+        hosts += ["api.d0.example.com", "other.example.com", "10.1.2.3", "x.y.d1.example.org",
+                  "ai.d2.example.com", "x-ai.d3.example.org", "example.com", "com", "[2001:DB8::1]"]
+        for _ in range(250):
             host = rng.choice(hosts)
-            host = rng.choice((host, host.upper(), host + ".", "." + host, host + ".."))
+            host = rng.choice((host, host, host.upper(), host + ".", "." + host, host + "..",
+                               "x." + host, "x.y." + host, host.replace(".", "..", 1), "a..b." + host))
             port = rng.choice((443, 80, 8443, 22))
             binary = rng.choice(("/usr/bin/curl", "/usr/bin/git", "/opt/x/bin/y", "/usr/bin/wget", None))
             ancestors = rng.choice(((), ("/usr/bin/curl",), ("/bin/sh", "/opt/a/bin/b")))
