@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from . import explain
 from .glob import Glob, path_glob, query_glob
-from .hosts import EXACT, HostPattern, normalize_host, parse_host
+from .hosts import EXACT, MANY_LABELS, HostPattern, normalize_host, parse_host
 from .model import Endpoint, Enforcement, L7Allow, NetworkRule, Policy, Protocol
 from .target import CanonicalTarget
 
@@ -107,6 +107,8 @@ class _Entry:
     match: Match  # the Match when this entry is the only one that matches
     allows: Callable[[str | None, Sequence[str]], bool]  # its rule's binary check
     exact: frozenset[str]  # its rule's exact binary paths: the common check, without a call
+    label: Callable[[str], object] | None  # a partial first label's glob (`*-ai.`), else None
+    deep: bool  # a `**.` wildcard: the prefix may be several labels
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -270,7 +272,8 @@ class Engine:
                 l7 = _compile_l7(rule.key, ep)
                 match = Match(rule.key, ep, (rule.key,), rule.key, ei, l7)
                 entry = _Entry(len(self.entries), ri, ei, ep, pattern, ep.has_extended_config, match,
-                               rule.allows, rule.exact)
+                               rule.allows, rule.exact, pattern and pattern.label,
+                               pattern is not None and pattern.kind == MANY_LABELS)
                 self.entries.append(entry)
                 for port in ep.ports:
                     if pattern is None:
@@ -301,28 +304,31 @@ class Engine:
         return (found,) if found.__class__ is _Entry else found  # type: ignore[return-value]
 
     def _probe(self, host: str, port: int, found: tuple[_Entry, ...]) -> tuple[_Entry, ...]:
-        """`found` plus the wildcard and hostless endpoints matching host:port."""
+        """`found` plus the wildcard and hostless endpoints matching host:port, in order."""
+        more = found
         by_suffix = self._wild.get(port)
         if by_suffix is not None:
-            extra: list[_Entry] | None = None
-            i = host.find(".")
-            while i > 0:  # each suffix `.b.c`, `.c` of the host is a possible wildcard suffix
+            first = i = host.find(".")
+            last = host.rfind(".")  # a wildcard's fixed suffix has two labels: never `.com`
+            while 0 < i < last:  # each suffix `.b.c.d`, `.c.d` of the host may be one
                 entries = by_suffix.get(host[i:])
-                if entries is not None:
-                    prefix = host[:i]
+                if entries is None:
+                    pass
+                elif i == first:  # the prefix is one label: `*.` and `**.` match, `*-ai.` may
                     for e in entries:
-                        if e.host.match_prefix(prefix):  # type: ignore[union-attr]
-                            if extra is None:
-                                extra = [e]
-                            else:
-                                extra.append(e)
+                        if e.label is None or e.label(host[:i]):
+                            more = (*more, e)
+                elif ".." not in host[:i + 1]:  # several labels, none empty: `**.` matches
+                    for e in entries:
+                        if e.deep:
+                            more = (*more, e)
                 i = host.find(".", i + 1)
-            if extra is not None:
-                found = _merge(found, extra)
         hostless = self._hostless.get(port)
         if hostless is not None:
-            found = _merge(found, hostless) if found else hostless
-        return found
+            more = (*more, *hostless) if more else hostless
+        if len(more) > 1 and more is not found and more is not hostless:
+            more = tuple(sorted(more, key=_ORDER))  # several indexes: back to (rule, endpoint) order
+        return more
 
     def decide(self, host: str, port: int, binary: str | None,
                ancestors: Sequence[str] = ()) -> Decision:
@@ -425,14 +431,6 @@ def _compile_l7(key: str, ep: Endpoint) -> tuple[CompiledAllow, ...]:
         compiled.append(CompiledAllow(key, allow, method, path_glob(allow.path), query, shown,
                                       f"allowed by rule '{key}': {shown}"))
     return tuple(compiled)
-
-
-def _merge(a: Sequence[_Entry], b: Sequence[_Entry]) -> tuple[_Entry, ...]:
-    """Entries of two indexes in (rule key, endpoint) order; an entry is in one index only."""
-    merged = [*a, *b]
-    if len(merged) > 1:
-        merged.sort(key=_ORDER)
-    return tuple(merged)
 
 
 _ORDER = operator.attrgetter("order")
