@@ -282,7 +282,10 @@ class Engine:
                         exact.setdefault(port, {}).setdefault(pattern.pattern, []).append(entry)
                     else:
                         wild.setdefault(port, {}).setdefault(pattern.suffix, []).append(entry)
-        self._wild = {port: {sfx: tuple(v) for sfx, v in by_sfx.items()}
+        # port -> ({fixed suffix: entries}, fewest labels of a suffix, most): suffixes of a
+        # request host outside that range are not looked up (a TLD never is: `*.com` is refused)
+        self._wild = {port: ({sfx: tuple(v) for sfx, v in by_sfx.items()},
+                             min(s.count(".") for s in by_sfx), max(s.count(".") for s in by_sfx))
                       for port, by_sfx in wild.items()}
         self._hostless = {k: tuple(v) for k, v in hostless.items()}
         # port -> listed host -> its candidates, with the wildcard and hostless endpoints that also
@@ -306,12 +309,13 @@ class Engine:
     def _probe(self, host: str, port: int, found: tuple[_Entry, ...]) -> tuple[_Entry, ...]:
         """`found` plus the wildcard and hostless endpoints matching host:port, in order."""
         more = found
-        by_suffix = self._wild.get(port)
-        if by_suffix is not None:
+        wild = self._wild.get(port)
+        if wild is not None:
+            by_suffix, fewest, most = wild
             first = i = host.find(".")
-            last = host.rfind(".")  # a wildcard's fixed suffix has two labels: never `.com`
-            while 0 < i < last:  # each suffix `.b.c.d`, `.c.d` of the host may be one
-                entries = by_suffix.get(host[i:])
+            n = host.count(".")  # labels in host[i:], a possible fixed suffix of a wildcard
+            while i > 0:
+                entries = by_suffix.get(host[i:]) if n <= most else None
                 if entries is None:
                     pass
                 elif i == first:  # the prefix is one label: `*.` and `**.` match, `*-ai.` may
@@ -322,6 +326,9 @@ class Engine:
                     for e in entries:
                         if e.deep:
                             more = (*more, e)
+                n -= 1
+                if n < fewest:
+                    break
                 i = host.find(".", i + 1)
         hostless = self._hostless.get(port)
         if hostless is not None:
