@@ -388,7 +388,8 @@ def test_indexed_decisions_equal_a_brute_force_reference():
         for i, key in enumerate(rng.sample(range(100), rng.randrange(0, 14))):  # keys out of order
             eps = []
             for _ in range(rng.randrange(1, 4)):
-                base = f"d{rng.randrange(4)}.example.{rng.choice(('com', 'org'))}"
+                base = rng.choice((f"own{key}.example.net",  # overlaps within the rule
+                                   f"d{rng.randrange(4)}.example.{rng.choice(('com', 'org'))}"))
                 ports = rng.choice(([443], [80, 443], [8443]))
                 kind = rng.random()
                 if kind < 0.45:
