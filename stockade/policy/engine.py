@@ -12,13 +12,15 @@ Hosts compare case-insensitively and ignore one trailing dot. `binary=None` mean
 identity is unavailable (the standalone proxy): binaries are then not checked, but a rule that
 lists none still matches nothing (fail closed; the loader warns about such rules).
 
-Everything is indexed when the engine is compiled: listed hosts by host then port (with the
+Everything is indexed when the engine is compiled: listed hosts by port then host (with the
 wildcard and hostless endpoints that also match them merged in), wildcard hosts by port then
-fixed suffix (a request host probes each of its dot suffixes), hostless endpoints by port, and
-binaries as a set of exact paths plus precompiled globs. The Match of an allowed decision is
-precomputed. A decision is a few dict lookups; nothing is compiled per call, and decisions are
-memoised per (host, port, binary, ancestors). Denial reasons and hints are only computed when
-read (explain.py), so a deny costs no more than an allow.
+fixed suffix (a request host probes those of its dot suffixes that have a wildcard's label
+count), hostless endpoints by port, and binaries as a set of exact paths plus precompiled
+globs. What one index entry matches is a _Found; when its endpoints are one rule's (the norm),
+it carries that rule's binaries and the precomputed Match, so the usual decision is a dict
+lookup or two and a set lookup. Nothing is compiled per call, and decisions are memoised per
+(host, port, binary, ancestors). Denial reasons and hints are only computed when read
+(explain.py), so a deny costs no more than an allow.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from . import explain
 from .glob import Glob, path_glob, query_glob
@@ -106,9 +108,48 @@ class _Entry:
     extended: bool  # has_extended_config, precomputed
     match: Match  # the Match when this entry is the only one that matches
     allows: Callable[[str | None, Sequence[str]], bool]  # its rule's binary check
-    exact: frozenset[str]  # its rule's exact binary paths: the common check, without a call
     label: Callable[[str], object] | None  # a partial first label's glob (`*-ai.`), else None
     deep: bool  # a `**.` wildcard: the prefix may be several labels
+
+
+class _Found:
+    """Endpoints that match a host:port together (a listed host:port, the `*.` wildcards of one
+    suffix, ...), in (rule key, endpoint) order. When they are all one rule's, which is the
+    norm, its exact binaries, its check and their Match are ready: a decision is then one set
+    lookup, not a loop. Not changed after construction; a plain slots class, because unusual
+    unions build one per decision and a frozen dataclass's __init__ costs a microsecond."""
+
+    __slots__ = ("entries", "exact", "allows", "match")
+
+    def __init__(self, entries: tuple[_Entry, ...], exact: frozenset[str] = frozenset(),
+                 allows: Callable[[str | None, Sequence[str]], bool] | None = None,
+                 match: Match | None = None) -> None:
+        self.entries = entries
+        self.exact = exact
+        self.allows = allows
+        self.match = match  # None: several rules (or none), decided entry by entry
+
+
+_NOTHING = _Found(())
+
+
+class _Suffix(NamedTuple):
+    """The wildcards of one port with one fixed suffix (`.example.com`)."""
+
+    entries: tuple[_Entry, ...]
+    first: _Found | None  # what matches when the prefix is one label; None: a `*-ai.` decides
+    deeper: _Found | None  # what matches when the prefix is several labels (the `**.` ones)
+
+
+def _union(a: _Found, b: _Found) -> _Found:
+    """Endpoints from two indexes, back in (rule key, endpoint) order; decided entry by entry."""
+    return _Found(tuple(sorted((*a.entries, *b.entries), key=_ORDER)))
+
+
+def _labelled(entries: tuple[_Entry, ...], label: str) -> _Found | None:
+    """The wildcards of one suffix that match a one-label prefix, some with a label glob."""
+    hits = tuple(e for e in entries if e.label is None or e.label(label))
+    return _Found(hits) if hits else None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -263,6 +304,7 @@ class Engine:
         self.rules: tuple[_Rule, ...] = tuple(_compile_rule(policy.network_policies[k], binary_memo)
                                                 for k in keys)
         self.entries: list[_Entry] = []
+        self._matches: dict[tuple[int, ...], Match] = {}  # combinations of passed entries
         exact: dict[int, dict[str, list[_Entry]]] = {}
         wild: dict[int, dict[str, list[_Entry]]] = {}
         hostless: dict[int, list[_Entry]] = {}
@@ -272,7 +314,7 @@ class Engine:
                 l7 = _compile_l7(rule.key, ep)
                 match = Match(rule.key, ep, (rule.key,), rule.key, ei, l7)
                 entry = _Entry(len(self.entries), ri, ei, ep, pattern, ep.has_extended_config, match,
-                               rule.allows, rule.exact, pattern and pattern.label,
+                               rule.allows, pattern and pattern.label,
                                pattern is not None and pattern.kind == MANY_LABELS)
                 self.entries.append(entry)
                 for port in ep.ports:
@@ -282,60 +324,73 @@ class Engine:
                         exact.setdefault(port, {}).setdefault(pattern.pattern, []).append(entry)
                     else:
                         wild.setdefault(port, {}).setdefault(pattern.suffix, []).append(entry)
-        # port -> ({fixed suffix: entries}, fewest labels of a suffix, most): suffixes of a
+        # port -> ({fixed suffix: _Suffix}, fewest labels of a suffix, most): suffixes of a
         # request host outside that range are not looked up (a TLD never is: `*.com` is refused)
-        self._wild = {port: ({sfx: tuple(v) for sfx, v in by_sfx.items()},
+        self._wild = {port: ({sfx: self._suffix(v) for sfx, v in by_sfx.items()},
                              min(s.count(".") for s in by_sfx), max(s.count(".") for s in by_sfx))
                       for port, by_sfx in wild.items()}
-        self._hostless = {k: tuple(v) for k, v in hostless.items()}
-        # port -> listed host -> its candidates, with the wildcard and hostless endpoints that also
-        # match it merged in once, here: the _Entry itself when it is the only one (most
-        # host:ports), else a tuple. Port first: the few outer dicts stay in cache, and a listed
-        # host costs one dict probe and no tuple.
-        self._listed = {p: {host: _single(self._probe(host, p, tuple(v))) for host, v in by_host.items()}
+        self._hostless = {port: self._found(v) for port, v in hostless.items()}
+        # port -> listed host -> what matches it, the wildcard and hostless endpoints that also
+        # match it merged in once, here. Port first: the few outer dicts stay in cache, and a
+        # listed host costs one dict probe.
+        self._listed = {p: {host: self._found(sorted((*v, *self._probe(host, p).entries), key=_ORDER))
+                            for host, v in by_host.items()}
                         for p, by_host in exact.items()}
-        self._matches: dict[tuple[int, ...], Match] = {}  # combinations of passed entries
         self._cache: dict[tuple[str, int, str | None, tuple[str, ...]], Decision] = {}
         self._cache_size = cache_size
+
+    def _found(self, entries: Sequence[_Entry]) -> _Found:
+        """Endpoints (in order) that always match together; one rule's get their Match now."""
+        if not all(e.rule == entries[0].rule for e in entries):
+            return _Found(tuple(entries))
+        rule = self.rules[entries[0].rule]
+        if len(entries) == 1:
+            return _Found(tuple(entries), rule.exact, rule.allows, entries[0].match)
+        combo = tuple(e.order for e in entries)
+        match = self._matches.setdefault(combo, self._combine(list(entries)))
+        return _Found(tuple(entries), rule.exact, rule.allows, match)
+
+    def _suffix(self, entries: list[_Entry]) -> _Suffix:
+        first = None if any(e.label is not None for e in entries) else self._found(entries)
+        deep = [e for e in entries if e.deep]
+        if len(deep) == len(entries):  # all `**.`: the same endpoints match at any depth
+            return _Suffix(tuple(entries), first, first)
+        return _Suffix(tuple(entries), first, self._found(deep) if deep else None)
 
     def candidates(self, host: str, port: int) -> tuple[_Entry, ...]:
         """Every endpoint matching normalised host:port, in (rule key, endpoint) order."""
         hosts = self._listed.get(port)
         found = hosts.get(host) if hosts is not None else None
-        if found is None:
-            return self._probe(host, port, ())
-        return (found,) if found.__class__ is _Entry else found  # type: ignore[return-value]
+        return (found if found is not None else self._probe(host, port)).entries
 
-    def _probe(self, host: str, port: int, found: tuple[_Entry, ...]) -> tuple[_Entry, ...]:
-        """`found` plus the wildcard and hostless endpoints matching host:port, in order."""
-        more = found
+    def _probe(self, host: str, port: int) -> _Found:
+        """The wildcard and hostless endpoints matching host:port."""
+        found = None
         wild = self._wild.get(port)
         if wild is not None:
             by_suffix, fewest, most = wild
             first = i = host.find(".")
             n = host.count(".")  # labels in host[i:], a possible fixed suffix of a wildcard
             while i > 0:
-                entries = by_suffix.get(host[i:]) if n <= most else None
-                if entries is None:
-                    pass
+                sfx = by_suffix.get(host[i:]) if n <= most else None
+                if sfx is None:
+                    part = None
                 elif i == first:  # the prefix is one label: `*.` and `**.` match, `*-ai.` may
-                    for e in entries:
-                        if e.label is None or e.label(host[:i]):
-                            more = (*more, e)
+                    part = sfx.first or _labelled(sfx.entries, host[:i])
                 elif ".." not in host[:i + 1]:  # several labels, none empty: `**.` matches
-                    for e in entries:
-                        if e.deep:
-                            more = (*more, e)
+                    part = sfx.deeper
+                else:
+                    part = None
+                if part is not None:
+                    found = part if found is None else _union(found, part)
                 n -= 1
                 if n < fewest:
                     break
                 i = host.find(".", i + 1)
         hostless = self._hostless.get(port)
         if hostless is not None:
-            more = (*more, *hostless) if more else hostless
-        if len(more) > 1 and more is not found and more is not hostless:
-            more = tuple(sorted(more, key=_ORDER))  # several indexes: back to (rule, endpoint) order
-        return more
+            found = hostless if found is None else _union(found, hostless)
+        return _NOTHING if found is None else found
 
     def decide(self, host: str, port: int, binary: str | None,
                ancestors: Sequence[str] = ()) -> Decision:
@@ -366,19 +421,17 @@ class Engine:
             if h is not host and hosts is not None:
                 found = hosts.get(h)
             if found is None:
-                found = self._probe(h, port, ())
-                if len(found) != 1:
-                    return self._decide_many(found, h, port, binary, ancestors)
-                found = found[0]
-        if found.__class__ is _Entry:  # the common case: one endpoint for this host:port
-            if binary in found.exact or found.allows(binary, ancestors):
-                return _decision(True, None, h, port, binary, ancestors, found.match, self)
+                found = self._probe(h, port)
+        match = found.match
+        if match is not None:  # one rule's endpoints (the common case): one binary check decides
+            if binary in found.exact or found.allows(binary, ancestors):  # type: ignore[misc]
+                return _decision(True, None, h, port, binary, ancestors, match, self)
             return _decision(False, BINARY_NOT_ALLOWED, h, port, binary, ancestors, None, self)
-        return self._decide_many(found, h, port, binary, ancestors)
+        return self._decide_many(found.entries, h, port, binary, ancestors)
 
     def _decide_many(self, found: tuple[_Entry, ...], h: str, port: int, binary: str | None,
                      ancestors: tuple[str, ...]) -> Decision:
-        """Zero or several endpoints match: union of the rules whose binaries match."""
+        """Zero endpoints, or several rules' match: union of the rules whose binaries match."""
         if not found:
             reason = NO_ENDPOINT if self.rules else NO_POLICIES
             return _decision(False, reason, h, port, binary, ancestors, None, self)
@@ -441,7 +494,3 @@ def _compile_l7(key: str, ep: Endpoint) -> tuple[CompiledAllow, ...]:
 
 
 _ORDER = operator.attrgetter("order")
-
-
-def _single(found: tuple[_Entry, ...]) -> _Entry | tuple[_Entry, ...]:
-    return found[0] if len(found) == 1 else found
