@@ -134,7 +134,7 @@ _NOTHING = _Found(())
 
 
 class _Suffix(NamedTuple):
-    """The wildcards of one port with one fixed suffix (`.example.com`)."""
+    """The wildcards of one port with one fixed suffix (`*.example.com`, `**.example.com`)."""
 
     entries: tuple[_Entry, ...]
     first: _Found | None  # what matches when the prefix is one label; None: a `*-ai.` decides
@@ -323,11 +323,13 @@ class Engine:
                     elif pattern.kind == EXACT:
                         exact.setdefault(port, {}).setdefault(pattern.pattern, []).append(entry)
                     else:
-                        wild.setdefault(port, {}).setdefault(pattern.suffix, []).append(entry)
-        # port -> ({fixed suffix: _Suffix}, fewest labels of a suffix, most): suffixes of a
-        # request host outside that range are not looked up (a TLD never is: `*.com` is refused)
+                        wild.setdefault(port, {}).setdefault(pattern.suffix[1:], []).append(entry)
+        # port -> ({fixed suffix, without its leading dot: _Suffix}, fewest labels of a suffix,
+        # most): the suffixes of a request host outside that range are not looked up (a TLD
+        # never is: `*.com` is refused)
         self._wild = {port: ({sfx: self._suffix(v) for sfx, v in by_sfx.items()},
-                             min(s.count(".") for s in by_sfx), max(s.count(".") for s in by_sfx))
+                             min(s.count(".") + 1 for s in by_sfx),
+                             max(s.count(".") + 1 for s in by_sfx))
                       for port, by_sfx in wild.items()}
         self._hostless = {port: self._found(v) for port, v in hostless.items()}
         # port -> listed host -> what matches it, the wildcard and hostless endpoints that also
@@ -369,24 +371,20 @@ class Engine:
         wild = self._wild.get(port)
         if wild is not None:
             by_suffix, fewest, most = wild
-            first = i = host.find(".")
-            n = host.count(".")  # labels in host[i:], a possible fixed suffix of a wildcard
-            while i > 0:
-                sfx = by_suffix.get(host[i:]) if n <= most else None
-                if sfx is None:
-                    part = None
-                elif i == first:  # the prefix is one label: `*.` and `**.` match, `*-ai.` may
-                    part = sfx.first or _labelled(sfx.entries, host[:i])
-                elif ".." not in host[:i + 1]:  # several labels, none empty: `**.` matches
-                    part = sfx.deeper
-                else:
-                    part = None
-                if part is not None:
-                    found = part if found is None else _union(found, part)
-                n -= 1
-                if n < fewest:
-                    break
-                i = host.find(".", i + 1)
+            label, dot, rest = host.partition(".")
+            n = rest.count(".") + 1  # labels in rest, a possible fixed suffix of a wildcard
+            if label and dot:
+                sfx = by_suffix.get(rest) if n <= most else None
+                if sfx is not None:  # the prefix is one label: `*.` and `**.` match, `*-ai.` may
+                    found = sfx.first or _labelled(sfx.entries, label)
+                while n > fewest:  # the prefix is several labels: `**.` matches if none is empty
+                    label, _, rest = rest.partition(".")
+                    n -= 1
+                    if not label:
+                        break
+                    sfx = by_suffix.get(rest) if n <= most else None
+                    if sfx is not None and sfx.deeper is not None:
+                        found = sfx.deeper if found is None else _union(found, sfx.deeper)
         hostless = self._hostless.get(port)
         if hostless is not None:
             found = hostless if found is None else _union(found, hostless)
