@@ -412,13 +412,14 @@ class Engine:
                 found = hosts.get(h)
             if found is None:
                 found = self._probe(h, port)
+        # The norm: the endpoints are one rule's, and its binaries decide (a set lookup first)
         match = found.match
         if match is None:  # no endpoint, or several rules': decided entry by entry
-            decision = self._decide_many(found.entries, h, port, binary, ancestors)  # type: ignore[arg-type]
+            decision = self._decide_many(found.entries, h, port, binary, ancestors)
         elif binary in found.exact or found.allows(binary, ancestors):  # type: ignore[misc]
-            decision = _decision(True, None, h, port, binary, ancestors, match, self)  # type: ignore[arg-type]
-        else:  # one rule's endpoints (the common case): its binaries decide
-            decision = _decision(False, BINARY_NOT_ALLOWED, h, port, binary, ancestors, None, self)  # type: ignore[arg-type]
+            decision = _decision(True, None, h, port, binary, ancestors, match, self)
+        else:
+            decision = _decision(False, BINARY_NOT_ALLOWED, h, port, binary, ancestors, None, self)
         if self._cache_size:
             if len(self._cache) >= self._cache_size:
                 self._cache.clear()  # crude but bounded; an agent's working set is small
@@ -426,7 +427,7 @@ class Engine:
         return decision
 
     def _decide_many(self, found: tuple[_Entry, ...], h: str, port: int, binary: str | None,
-                     ancestors: tuple[str, ...]) -> Decision:
+                     ancestors: Sequence[str]) -> Decision:
         """Zero endpoints, or several rules' match: union of the rules whose binaries match."""
         if not found:
             reason = NO_ENDPOINT if self.rules else NO_POLICIES
