@@ -27,7 +27,8 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 MAX_PATTERN_LENGTH = 4096
 MAX_ALTERNATIVES = 256  # `{a,b}{c,d}...` expands multiplicatively; cap it
@@ -160,15 +161,13 @@ def _always(_: str) -> bool:
     return True
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class _Alternative:
+class _Alternative(Struct, frozen=True, eq=False):
     items: tuple[SegmentMatcher | None, ...]  # DSTAR (None) or a segment matcher
     dstars: tuple[int, ...]  # positions of DSTAR in items
     literal: str | None  # the whole alternative when it has no wildcard at all
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class Glob:
+class Glob(Struct, frozen=True, eq=False):
     """A compiled pattern; `match(value)` is the whole API."""
 
     pattern: str

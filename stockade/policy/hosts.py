@@ -14,7 +14,8 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from .glob import compile_glob
 
@@ -47,8 +48,7 @@ def normalize_host(host: str) -> str:
     return h
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class HostPattern:
+class HostPattern(Struct, frozen=True, eq=False):
     pattern: str  # normalised
     kind: str  # EXACT, ONE_LABEL (a `*` inside the first label) or MANY_LABELS (`**.`)
     suffix: str  # for wildcards: the fixed part after the first label, with its leading dot

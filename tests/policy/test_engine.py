@@ -302,14 +302,13 @@ def test_decisions_are_memoised_and_bounded():
 
 
 def test_engine_decisions_are_ordinary_frozen_decisions(t0):
-    import dataclasses
-
     from stockade.policy.engine import Decision
     d = t0.decide("api.anthropic.com", 443, NODE, ("/bin/sh",))
     assert type(d) is Decision and not hasattr(d, "__dict__")
     assert d == Decision(True, None, "api.anthropic.com", 443, NODE, ("/bin/sh",), d.match, t0)
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         d.allowed = False  # type: ignore[misc]
+    assert "Engine(" in repr(d) and "rules)" in repr(d)  # the engine's repr is short
 
 
 GLOB_POLICY = """
