@@ -7,7 +7,7 @@ set -euo pipefail
 # command -> Debian package
 declare -A tools=(
   [curl]=curl [git]=git [ip]=iproute2 [unshare]=util-linux [nsenter]=util-linux
-  [setpriv]=util-linux [gcc]=gcc [bwrap]=bubblewrap [node]=nodejs
+  [setpriv]=util-linux [gcc]=gcc [bwrap]=bubblewrap [node]=nodejs [openssl]=openssl
 )
 missing=()
 for cmd in "${!tools[@]}"; do

@@ -6,9 +6,15 @@ the certificate and the merged bundle over a pipe and exits. The key never touch
 lives in the supervisor's memory (CaMaterial), and `load()` turns it into the
 `CertificateAuthority` the proxy signs with, importing cryptography only when it is needed.
 
+The helper mints with the system's `openssl` (~15 ms) when it is the trusted /usr/bin/openssl
+(owned by root, writable by root only: never one found on PATH, which the agent may be able to
+write to), run with an empty environment and configuration; otherwise, or if openssl fails,
+with cryptography (~100 ms of imports, then ~10 ms). Both give the same CA: EC P-256, critical
+basic constraints (CA, path length 0) and key usage (certificate and CRL signing), 30 days.
+
 `stockade run` starts the helper first thing (`prestart`, from `main()`, before click and the
-supervisor are imported: the second core is otherwise idle then), and the helper imports
-cryptography while it waits for the sandbox's name. `fork_minter` hands it the name, or forks
+supervisor are imported: the second core is otherwise idle then), and, when it will need
+cryptography, the helper imports it while it waits for the sandbox's name. `fork_minter` hands it the name, or forks
 a helper on the spot when none was prestarted. Both are forked from the main thread before any
 other thread exists. This module imports nothing but `os` at first: `prestart` runs before the
 interpreter has loaded anything else.
@@ -25,6 +31,10 @@ if TYPE_CHECKING:
     from ..network.ca import CertificateAuthority
 
 _HEAD = 4  # bytes of big-endian length before each message on the pipes
+OPENSSL = "/usr/bin/openssl"
+CA_DAYS = 30  # network/ca.py CA_DAYS
+_PEM_KEY = (b"-----BEGIN PRIVATE KEY-----\n", b"-----END PRIVATE KEY-----\n")
+_PEM_CERT = (b"-----BEGIN CERTIFICATE-----\n", b"-----END CERTIFICATE-----\n")
 
 
 class CaMaterial:
@@ -123,20 +133,22 @@ def _helper(fd: int, label_fd: int | None, label: str | None = None) -> NoReturn
         # starts ends the run with 130, not 125 because this helper died of it first.
         for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP):
             signal.signal(sig, signal.SIG_IGN)
-        from cryptography.hazmat.primitives import serialization
+        openssl = trusted_openssl()
+        if openssl is None:  # import cryptography while the supervisor works
+            import importlib
 
-        from ..network.ca import CertificateAuthority
-
+            importlib.import_module("..network.ca", __package__)
         if label is None:
             assert label_fd is not None
             raw = _read_message(label_fd)
             if raw is None:
                 os._exit(0)  # nobody asked: the run ended before it needed a CA
             label = raw.decode()
-        ca = CertificateAuthority.generate(label)
-        key = ca.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                   serialization.NoEncryption())
-        parts = [key, ca.certificate_pem, ca.bundle_pem()]
+        minted = mint_with_openssl(openssl, label) if openssl is not None else None
+        key, certificate = minted or _mint_with_cryptography(label)
+        from ..network.trust import sandbox_bundle
+
+        parts = [key, certificate, sandbox_bundle(certificate)]
         head = b"".join(len(p).to_bytes(_HEAD, "big") for p in parts)
         _write_all(fd, len(head).to_bytes(_HEAD, "big") + head + b"".join(parts))
         code = 0
@@ -146,6 +158,76 @@ def _helper(fd: int, label_fd: int | None, label: str | None = None) -> NoReturn
         except OSError:
             pass
     os._exit(code)
+
+
+def trusted_openssl(path: str | None = None) -> str | None:
+    """`path` (default OPENSSL) when it is an executable file that only root can replace (it,
+    and the directory holding it, owned by root and writable by no one else); None otherwise."""
+    import stat
+
+    path = path or OPENSSL
+    try:
+        for target in (path, os.path.dirname(path)):
+            st = os.stat(target)
+            if st.st_uid != 0 or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                return None
+        return path if stat.S_ISREG(os.stat(path).st_mode) and os.access(path, os.X_OK) else None
+    except OSError:
+        return None
+
+
+def mint_with_openssl(openssl: str, label: str) -> tuple[bytes, bytes] | None:
+    """(key PEM, certificate PEM) of a new CA minted by `openssl`; None when it could not
+    (a label it cannot spell, a failure, an unexpected answer): cryptography mints then."""
+    if not label or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in label):
+        return None  # -subj treats '/', '+', '=' and '\\' specially
+    argv = [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-noenc", "-keyout", "-", "-out", "-", "-sha256", "-days", str(CA_DAYS),
+            "-subj", f"/CN=stockade sandbox CA ({label})/O=stockade",
+            "-addext", "basicConstraints=critical,CA:TRUE,pathlen:0",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign"]
+    env = {"PATH": "/usr/bin:/bin", "OPENSSL_CONF": "/dev/null"}  # no user configuration or engine
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        pid = os.posix_spawn(openssl, argv, env, file_actions=[
+            (os.POSIX_SPAWN_DUP2, null, 0), (os.POSIX_SPAWN_DUP2, write_fd, 1), (os.POSIX_SPAWN_DUP2, null, 2)])
+    except OSError:
+        os.close(read_fd)
+        return None
+    finally:
+        os.close(write_fd)
+        os.close(null)
+    out = bytearray()
+    with os.fdopen(read_fd, "rb") as answer:
+        while chunk := answer.read(65536):
+            out += chunk
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        return None
+    key, certificate = _pem(bytes(out), _PEM_KEY), _pem(bytes(out), _PEM_CERT)
+    return (key, certificate) if key and certificate else None
+
+
+def _pem(data: bytes, markers: tuple[bytes, bytes]) -> bytes | None:
+    """The one PEM block between `markers` in `data`; None when there is not exactly one."""
+    begin, end = markers
+    if data.count(begin) != 1 or data.count(end) != 1:
+        return None
+    start = data.index(begin)
+    stop = data.index(end, start) + len(end)
+    return data[start:stop]
+
+
+def _mint_with_cryptography(label: str) -> tuple[bytes, bytes]:
+    from cryptography.hazmat.primitives import serialization
+
+    from ..network.ca import CertificateAuthority
+
+    ca = CertificateAuthority.generate(label)
+    key = ca.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                               serialization.NoEncryption())
+    return key, ca.certificate_pem
 
 
 def receive(pid: int, fd: int) -> CaMaterial:

@@ -7,29 +7,32 @@ The sandbox trusts this CA through the files the launcher writes into the sandbo
 from __future__ import annotations
 
 import datetime
-from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from msgspec import Struct
 
-# Where distributions keep the system trust store (Debian/Ubuntu, Fedora/RHEL, openSUSE, others).
-SYSTEM_BUNDLES = (
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/ca-bundle.pem",
-    "/etc/ssl/cert.pem",
-)
+from .trust import sandbox_bundle
 
-CA_LIFETIME = datetime.timedelta(days=30)
+CA_DAYS = 30  # isolation/camint.py mints with the same lifetime
+CA_LIFETIME = datetime.timedelta(days=CA_DAYS)
 CLOCK_SKEW = datetime.timedelta(hours=1)
 
 
-class CertificateAuthority(Struct, frozen=True):
-    key: ec.EllipticCurvePrivateKey
-    certificate: x509.Certificate
+class CertificateAuthority:
+    """A CA key and its certificate. A plain class: the CA helper process (isolation/camint.py)
+    imports this module on the critical path of `stockade run`, and msgspec or pathlib would
+    add ~30 ms of imports there for nothing."""
+
+    __slots__ = ("key", "certificate")
+
+    def __init__(self, key: ec.EllipticCurvePrivateKey, certificate: x509.Certificate) -> None:
+        self.key = key
+        self.certificate = certificate
+
+    def __repr__(self) -> str:  # never the key
+        return f"CertificateAuthority(certificate={self.certificate.subject.rfc4514_string()!r})"
 
     @classmethod
     def generate(cls, label: str = "stockade") -> CertificateAuthority:
@@ -53,10 +56,7 @@ class CertificateAuthority(Struct, frozen=True):
 
     def bundle_pem(self) -> bytes:
         """The system trust store followed by this CA: what SSL_CERT_FILE points the sandbox to."""
-        system = system_bundle()
-        if system and not system.endswith(b"\n"):
-            system += b"\n"
-        return system + self.certificate_pem
+        return sandbox_bundle(self.certificate_pem)
 
 
 def certificate_builder(subject: x509.Name, issuer: x509.Name,
@@ -83,15 +83,3 @@ def certificate_builder(subject: x509.Name, issuer: x509.Name,
             critical=True,
         )
     )
-
-
-def system_bundle() -> bytes:
-    for candidate in SYSTEM_BUNDLES:
-        path = Path(candidate)
-        try:
-            data = path.read_bytes()
-        except OSError:
-            continue
-        if data.strip():
-            return data
-    return b""

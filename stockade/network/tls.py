@@ -26,7 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from msgspec import Struct
 
-from .ca import CLOCK_SKEW, SYSTEM_BUNDLES, CertificateAuthority, certificate_builder
+from .ca import CLOCK_SKEW, CertificateAuthority, certificate_builder
+from .trust import SYSTEM_BUNDLES
 
 log = logging.getLogger("stockade.tls")
 

@@ -95,3 +95,111 @@ def test_a_failed_helper_is_an_error_with_its_reason():
     os.close(w)
     with pytest.raises(OSError, match="minting the sandbox CA: ValueError: no entropy"):
         camint.receive(pid, r)
+
+
+# -- how the CA is minted: the system's openssl when trusted, else cryptography -----------------
+
+def _certificate(pem: bytes) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(pem)
+
+
+def _assert_sandbox_ca(key_pem: bytes, cert_pem: bytes, label: str) -> None:
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    cert, key = _certificate(cert_pem), load_pem_private_key(key_pem, password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1)
+    assert cert.public_key() == key.public_key()
+    assert cert.subject == cert.issuer
+    assert cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == f"stockade sandbox CA ({label})"
+    assert cert.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)[0].value == "stockade"
+    basic = cert.extensions.get_extension_for_class(x509.BasicConstraints)
+    assert basic.critical and basic.value.ca and basic.value.path_length == 0
+    usage = cert.extensions.get_extension_for_class(x509.KeyUsage)
+    assert usage.critical and usage.value.key_cert_sign and usage.value.crl_sign
+    assert not usage.value.digital_signature and not usage.value.key_encipherment
+    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
+    assert 30 * 86400 <= lifetime.total_seconds() <= 30 * 86400 + 2 * 3600
+    cert.verify_directly_issued_by(cert)
+
+
+def _need_openssl() -> str:
+    openssl = camint.trusted_openssl()
+    if openssl is None:
+        pytest.skip(f"{camint.OPENSSL} is missing or not root's (scripts/system-deps.sh installs it)")
+    return openssl
+
+
+def test_openssl_mints_the_same_ca_as_cryptography():
+    minted = camint.mint_with_openssl(_need_openssl(), "quiet-otter")
+    assert minted is not None
+    _assert_sandbox_ca(*minted, "quiet-otter")
+    _assert_sandbox_ca(*camint._mint_with_cryptography("quiet-otter"), "quiet-otter")
+
+
+def test_a_ca_minted_by_openssl_signs_leaves_the_bundle_verifies():
+    import ssl
+    import tempfile
+
+    from stockade.network.tls import LeafCache
+
+    key, cert = camint.mint_with_openssl(_need_openssl(), "leafy")
+    material = camint.CaMaterial(key, cert, cert)
+    leaf_context = LeafCache(material.load()).server_context("api.example.com")
+    with tempfile.NamedTemporaryFile(suffix=".pem") as bundle:
+        bundle.write(material.bundle_pem)
+        bundle.flush()
+        client = ssl.create_default_context(cafile=bundle.name)
+    a, b = ssl.MemoryBIO(), ssl.MemoryBIO()
+    server = leaf_context.wrap_bio(a, b, server_side=True)
+    c_in, c_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = client.wrap_bio(c_in, c_out, server_hostname="api.example.com")
+    for _ in range(10):  # drive the handshake through memory
+        for side in (tls, server):
+            try:
+                side.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+        a.write(c_out.read())
+        c_in.write(b.read())
+    assert tls.getpeercert()["subject"] == ((("commonName", "api.example.com"),),)
+
+
+@pytest.mark.parametrize("label", ["a/b", "x=y", "plus+", "", "ünï"])
+def test_openssl_is_not_asked_to_spell_a_label_it_would_read_specially(label):
+    assert camint.mint_with_openssl(_need_openssl(), label) is None
+
+
+def test_a_failing_openssl_is_none():
+    assert camint.mint_with_openssl("/bin/false", "x") is None
+    assert camint.mint_with_openssl("/nonexistent/openssl", "x") is None
+
+
+def test_only_a_root_owned_openssl_nobody_else_can_replace_is_trusted(tmp_path):
+    import shutil
+
+    assert camint.trusted_openssl(str(tmp_path / "openssl")) is None  # missing
+    fake = tmp_path / "openssl"
+    shutil.copy("/bin/true", fake)
+    os.chmod(tmp_path, 0o755)
+    if os.geteuid() == 0:
+        os.chown(fake, 0, 0)
+        os.chown(tmp_path, 0, 0)
+        assert camint.trusted_openssl(str(fake)) == str(fake)
+        os.chown(fake, 65534, 65534)  # owned by someone else
+        assert camint.trusted_openssl(str(fake)) is None
+        os.chown(fake, 0, 0)
+    else:
+        assert camint.trusted_openssl(str(fake)) is None  # owned by this user, not root
+    os.chmod(fake, 0o757)  # writable by others
+    assert camint.trusted_openssl(str(fake)) is None
+    os.chmod(fake, 0o755)
+    os.chmod(tmp_path, 0o777)  # its directory writable by others: it can be replaced
+    assert camint.trusted_openssl(str(fake)) is None
+
+
+def test_without_a_trusted_openssl_the_helper_mints_with_cryptography(monkeypatch):
+    monkeypatch.setattr(camint, "OPENSSL", "/nonexistent/openssl")
+    pid, fd = camint.fork_minter("no-openssl")
+    material = camint.receive(pid, fd)
+    _assert_sandbox_ca(material.key_pem, material.certificate_pem, "no-openssl")
+    assert material.bundle_pem.endswith(material.certificate_pem)
