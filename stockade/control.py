@@ -50,10 +50,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from msgspec import Struct
-
 from .errors import StockadeError
 from .events.types import Actor, FindingEvent, Recorder
+from .records import Struct
 
 NAMESPACES = ("user", "pid", "net", "mnt")
 MAX_REQUEST_BYTES = 8 * 1024 * 1024  # a policy YAML fits many times over

@@ -28,8 +28,6 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
-from msgspec import Struct, field
-
 from .errors import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, EXIT_STOCKADE_FAILURE, EXIT_TIMEOUT, StockadeError
 from .isolation import channel
 from .isolation.channel import SetupError
@@ -39,6 +37,7 @@ from .isolation.terminal import set_foreground
 from .isolation.wakeup import FORWARDED, install, noop
 from .isolation.wakeup import drain as _drain
 from .isolation.wakeup import kill as _kill
+from .records import Struct, field
 from .services.inputs import ServiceOptions
 
 if TYPE_CHECKING:  # the policy package is imported after the launcher is forked

@@ -11,8 +11,7 @@ grow the supervisor's memory: beyond `max_keys` new keys are counted as dropped 
 
 from __future__ import annotations
 
-from msgspec import Struct
-
+from ..records import Struct
 from .types import Action, Event, NetworkEvent
 
 

@@ -37,7 +37,6 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 import yaml
-from msgspec import Struct
 
 from ..control import ControlError
 from ..policy import (
@@ -50,6 +49,7 @@ from ..policy import (
 from ..errors import StockadeError
 from ..policy.model import NetworkRule, Policy
 from ..policy.reload import merge_proposed_rule
+from ..records import Struct
 from .store import Proposal, Store
 from .types import ConfigEvent, Recorder
 

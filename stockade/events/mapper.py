@@ -22,9 +22,9 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from msgspec import Struct
 
 from ..network.addresses import AddressClass, classify, is_blocked_hostname, literal_address
+from ..records import Struct
 from .aggregator import DenialSummary
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ import enum
 import time
 from typing import Protocol
 
-from msgspec import Struct, field
+from ..records import Struct, field
 
 
 class Action(enum.Enum):

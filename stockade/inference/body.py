@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 
-from msgspec import Struct
+from ..records import Struct
 
 MAX_BODY = 10 * 1024 * 1024  # 413 beyond (issue 5)
 

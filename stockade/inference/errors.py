@@ -15,8 +15,7 @@ from __future__ import annotations
 import json
 from http import HTTPStatus
 
-from msgspec import Struct
-
+from ..records import Struct
 from .shapes import Protocol
 
 _OPENAI_TYPES = {400: "invalid_request_error", 404: "invalid_request_error", 413: "invalid_request_error"}

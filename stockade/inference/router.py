@@ -29,10 +29,9 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
-from msgspec import Struct
-
 from ..events.types import Action, Actor, HttpEvent, InferenceEvent, NullRecorder, Recorder
 from ..network.limits import Limits
+from ..records import Struct
 from .backend import Backend, BackendFailure
 from .body import MAX_BODY, BodyError, parse_body, rewrite_model
 from .errors import RouterError, encode_error, encode_forbidden, encode_malformed

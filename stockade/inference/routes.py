@@ -22,11 +22,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import yaml
-from msgspec import Struct
 
 from ..errors import EXIT_INVALID, StockadeError
 from ..policy.diagnostics import Diagnostic
 from ..policy.yamlnodes import Reader, compose
+from ..records import Struct
 from .shapes import Protocol
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")

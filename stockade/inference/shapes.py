@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 
-from msgspec import Struct
+from ..records import Struct
 
 HOST = "inference.local"
 

@@ -18,8 +18,8 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
-from msgspec import Struct, field
 
+from ..records import Struct, field
 from .errors import sse_error_event
 from .redact import Redactor
 from .shapes import Protocol

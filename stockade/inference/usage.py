@@ -16,8 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from msgspec import Struct
-
+from ..records import Struct
 from .sse import parse_event
 
 MAX_JSON_CAPTURE = 8 * 1024 * 1024  # larger non-streamed bodies are relayed without usage

@@ -17,8 +17,7 @@ import select
 import signal
 from typing import NoReturn
 
-from msgspec import Struct
-
+from ..records import Struct
 from . import libc, privileges
 from .channel import SetupError, report_failure
 from .landlock import LandlockSetup

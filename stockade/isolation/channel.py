@@ -20,7 +20,7 @@ import socket
 import struct
 from typing import Any
 
-from msgspec import Struct
+from ..records import Struct
 
 _HEADER = struct.Struct("!I")
 _MAX_FDS = 4

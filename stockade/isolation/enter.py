@@ -39,9 +39,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from msgspec import Struct
-
 from ..errors import EXIT_STOCKADE_FAILURE, StockadeError
+from ..records import Struct
 from .paths import PathGrant
 from .privileges import RunAs
 from .seccomp import ArgTest, Block

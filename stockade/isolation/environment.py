@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from msgspec import Struct
+from ..records import Struct
 
 NO_PROXY = "127.0.0.1,localhost,::1"
 CA_DIR = "/run/stockade"  # in the namespace mode: private to the sandbox, read-only

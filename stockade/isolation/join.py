@@ -12,9 +12,8 @@ import signal
 import sys
 import threading
 
-from msgspec import Struct
-
 from ..errors import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, EXIT_STOCKADE_FAILURE
+from ..records import Struct
 from . import channel, libc, privileges
 from .agent import Command, run_command
 from .enter import ExecFailed, Target

@@ -16,8 +16,7 @@ import errno
 import os
 import stat
 
-from msgspec import Struct, field
-
+from ..records import Struct, field
 from .channel import SetupError
 from .paths import PathGrant, path_error_reason
 

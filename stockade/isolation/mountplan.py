@@ -11,8 +11,7 @@ Steps are ordered parents before children, so a read-write child of a read-only 
 
 from __future__ import annotations
 
-from msgspec import Struct
-
+from ..records import Struct
 from .paths import Inspect, PathGrant, depth, is_within, path_error_reason, planted_links, resolve
 
 # Paths the sandbox gets fresh instead of from the host.

@@ -13,8 +13,7 @@ import os
 import stat
 from collections.abc import Iterable
 
-from msgspec import Struct, field
-
+from ..records import Struct, field
 from . import libc
 from .mountplan import DEV_ENTRIES, PRIVATE_ROOTS, SYSTEM_ROOTS, Bind, MountPlan, Private, Symlink
 from .paths import host_inspect, is_within, resolve

@@ -12,7 +12,7 @@ import posixpath
 import stat
 from collections.abc import Callable
 
-from msgspec import Struct
+from ..records import Struct
 
 # Reason strings of OpenShell's path-error classifier (reference/process.md §3.4).
 _REASONS = {

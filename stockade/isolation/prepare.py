@@ -10,10 +10,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from msgspec import Struct
-
 from ..errors import StockadeError
 from ..policy.model import Compatibility, Policy
+from ..records import Struct
 from .environment import CA_DIR, EnvironmentInputs, build_environment
 from .landlock import IMPLICIT_LANDLOCK_ONLY, IMPLICIT_NAMESPACE
 from .mountplan import MountPlan, plan_mounts

@@ -14,8 +14,7 @@ import os
 import pwd
 import resource
 
-from msgspec import Struct
-
+from ..records import Struct
 from .channel import SetupError
 
 DEFAULT_USER = "nobody"

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from msgspec import Struct, field
-
+from ..records import Struct, field
 from .spec import LANDLOCK_ONLY, SandboxSpec
 
 _SHOWN = 3  # how many paths of a list the line spells out

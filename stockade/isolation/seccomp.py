@@ -15,7 +15,7 @@ from __future__ import annotations
 import errno
 from types import ModuleType
 
-from msgspec import Struct
+from ..records import Struct
 
 LOW32 = 0xFFFFFFFF
 

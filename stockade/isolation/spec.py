@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from msgspec import Struct
+from ..records import Struct
 
 if TYPE_CHECKING:  # kept light: the supervisor imports this before it forks
     from .mountplan import MountPlan

@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 
-from msgspec import Struct
+from ..records import Struct
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -16,10 +16,9 @@ import asyncio
 import re
 from typing import TYPE_CHECKING
 
-from msgspec import Struct
-
 from ..events.types import Action, NetworkEvent
 from ..policy.model import Tls
+from ..records import Struct
 from .addresses import IPAddress
 from .httphead import HttpError, Request
 from .l7 import TunnelSession

@@ -30,9 +30,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote, unquote_to_bytes
 
-from msgspec import Struct
-
 from ..policy.hosts import HostError, HostPattern, normalize_host, parse_host
+from ..records import Struct
 
 PREFIX = "stockade-ph-"
 PLACEHOLDER_RE = re.compile(r"stockade-ph-([A-Za-z_][A-Za-z0-9_]*)-([0-9a-f]{32})")

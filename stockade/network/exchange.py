@@ -21,10 +21,9 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from msgspec import Struct
-
 from ..events.types import Action, Actor, FindingEvent, HttpEvent, Recorder
 from ..policy.l7 import INVALID_REQUEST, RequestDecision
+from ..records import Struct
 from .http1 import (
     Data,
     EndOfMessage,

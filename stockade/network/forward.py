@@ -17,9 +17,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from msgspec import Struct
-
 from ..events.types import Action, HttpEvent, NetworkEvent
+from ..records import Struct
 from .exchange import (
     HttpSession,
     Outcome,

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import enum
 
-from msgspec import Struct, field
-
+from ..records import Struct, field
 from .httphead import (
     Headers,
     HttpError,

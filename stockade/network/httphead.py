@@ -11,8 +11,8 @@ view of the bytes); values that are not valid UTF-8 are rejected.
 from __future__ import annotations
 
 import httptools
-from msgspec import Struct, field
 
+from ..records import Struct, field
 from .limits import Limits
 
 Headers = list[tuple[str, str]]

@@ -24,8 +24,7 @@ import signal
 import socket
 import threading
 
-from msgspec import Struct
-
+from ..records import Struct
 from .procfs import (
     IdentityError,
     argv_paths,

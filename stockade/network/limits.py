@@ -7,7 +7,7 @@ is answered, never silently dropped: the status code a client sees is noted next
 
 from __future__ import annotations
 
-from msgspec import Struct
+from ..records import Struct
 
 
 class Limits(Struct, frozen=True):

@@ -18,10 +18,9 @@ import ssl
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from msgspec import Struct
-
 from ..events.types import Action, Actor, FindingEvent, NetworkEvent, Recorder
 from ..policy.engine import Decision, Engine
+from ..records import Struct
 from .addresses import AddressClass, IPAddress, classify
 from .limits import Limits
 from .relay import Channel, set_nodelay

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from msgspec import Struct, field
+from ..records import Struct, field
 
 CONNECT_ESTABLISHED = b"HTTP/1.1 200 Connection Established\r\n\r\n"
 

@@ -24,8 +24,7 @@ import socket
 from collections.abc import Sequence
 from typing import Protocol
 
-from msgspec import Struct
-
+from ..records import Struct
 from .addresses import (
     CONTROL_PLANE_PORTS,
     AddressClass,

@@ -11,8 +11,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 
-from msgspec import Struct
-
+from ..records import Struct
 from .httphead import Headers, HttpError
 
 # A reserved name: the proxy hands its requests to the inference router (DESIGN.md §1).

@@ -24,8 +24,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from msgspec import Struct
 
+from ..records import Struct
 from .ca import CLOCK_SKEW, CertificateAuthority, certificate_builder
 from .trust import SYSTEM_BUNDLES
 

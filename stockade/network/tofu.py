@@ -8,8 +8,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
-from msgspec import Struct, field
-
+from ..records import Struct, field
 from .procfs import IdentityError
 
 HASH_CHUNK = 64 * 1024

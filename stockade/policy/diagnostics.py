@@ -9,9 +9,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Sequence
 
-from msgspec import Struct
-
 from ..errors import StockadeError
+from ..records import Struct
 
 ERROR = "error"
 WARNING = "warning"

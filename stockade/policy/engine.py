@@ -29,8 +29,7 @@ import operator
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
-from msgspec import Struct
-
+from ..records import Struct
 from . import explain
 from .glob import Glob, path_glob, query_glob
 from .hosts import EXACT, MANY_LABELS, HostPattern, normalize_host, parse_host

@@ -28,7 +28,7 @@ import functools
 import re
 from collections.abc import Callable
 
-from msgspec import Struct
+from ..records import Struct
 
 MAX_PATTERN_LENGTH = 4096
 MAX_ALTERNATIVES = 256  # `{a,b}{c,d}...` expands multiplicatively; cap it

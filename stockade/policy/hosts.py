@@ -15,8 +15,7 @@ import ipaddress
 import re
 from collections.abc import Callable
 
-from msgspec import Struct
-
+from ..records import Struct
 from .glob import compile_glob
 
 MAX_HOST_LENGTH = 253

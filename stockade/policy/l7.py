@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import re
 
-from msgspec import Struct
-
+from ..records import Struct
 from . import explain
 from .engine import Decision
 from .model import Enforcement

@@ -27,8 +27,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 import yaml
-from msgspec import Struct
 
+from ..records import Struct
 from . import rules as _rules
 from .diagnostics import Diagnostic, PolicyError
 from .model import (

@@ -12,7 +12,7 @@ import ipaddress
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from msgspec import Struct, field
+from ..records import Struct, field
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

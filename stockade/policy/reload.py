@@ -13,10 +13,10 @@ from __future__ import annotations
 import ipaddress
 from types import MappingProxyType
 
-from msgspec import Struct
-from msgspec.structs import replace
+from ..records import replace
 
 from ..network.addresses import blocked_overlap, is_blocked_hostname, literal_address
+from ..records import Struct
 from .canonical import dump_policy
 from .diagnostics import Diagnostic, PolicyError
 from .hosts import normalize_host

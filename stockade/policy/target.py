@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from urllib.parse import unquote_to_bytes
 
-from msgspec import Struct
+from ..records import Struct
 
 MAX_TARGET_LENGTH = 8192
 

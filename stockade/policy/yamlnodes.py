@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 import yaml
-from msgspec import Struct, field
 
+from ..records import Struct, field
 from .diagnostics import ERROR, WARNING, Diagnostic, did_you_mean, one_of
 
 _CORE = "tag:yaml.org,2002:"

@@ -13,9 +13,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from msgspec import Struct
-
 from ..errors import StockadeError
+from ..records import Struct
 
 if TYPE_CHECKING:
     from ..inference.routes import Route

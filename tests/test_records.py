@@ -1,0 +1,58 @@
+"""stockade/records.py: msgspec is imported without typing_extensions (and its inspect import)
+on the run path, and nothing is left hidden afterwards."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+def _fresh(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+
+
+def test_msgspec_comes_without_typing_extensions_and_leaves_it_importable():
+    pytest.importorskip("typing_extensions")  # installed here by httpx's dependencies
+    out = _fresh(
+        "import sys\n"
+        "import stockade.records as r\n"
+        "print('typing_extensions' in sys.modules, 'inspect' in sys.modules)\n"
+        "class P(r.Struct, frozen=True):\n"
+        "    a: int\n"
+        "    b: tuple = ()\n"
+        "p = r.replace(P(1), b=(2,))\n"
+        "print(p, hash(p) == hash(P(1, (2,))))\n"
+        "import typing_extensions\n"
+        "print(typing_extensions.__name__)\n")
+    assert out.split("\n")[:3] == ["False False", "P(a=1, b=(2,)) True", "typing_extensions"]
+
+
+def test_typing_extensions_loaded_first_is_left_alone():
+    pytest.importorskip("typing_extensions")
+    out = _fresh("import typing_extensions, sys\nimport stockade.records\n"
+                 "print(sys.modules['typing_extensions'] is typing_extensions)")
+    assert out.strip() == "True"
+
+
+def test_with_other_threads_running_nothing_is_hidden():
+    """Another thread may be importing typing_extensions at that moment: it must not fail."""
+    pytest.importorskip("typing_extensions")
+    out = _fresh(
+        "import sys, threading\n"
+        "stop = threading.Event()\n"
+        "t = threading.Thread(target=stop.wait); t.start()\n"
+        "import stockade.records\n"
+        "print('typing_extensions' in sys.modules)\n"
+        "stop.set(); t.join()\n")
+    assert out.strip() == "True"  # msgspec imported it as usual
+
+
+def test_the_run_path_does_not_import_dataclasses_or_typing_extensions():
+    out = _fresh(
+        "import sys\n"
+        "import stockade.cli.runfast, stockade.supervisor, stockade.isolation.prepare\n"
+        "import stockade.policy.default as d\n"
+        "d.default_policy()\n"
+        "print(sorted(m for m in ('dataclasses', 'typing_extensions', 'inspect', 'cryptography', 'yaml')"
+        " if m in sys.modules))\n")
+    assert out.strip() == "[]"
