@@ -127,11 +127,9 @@ class Policy(Struct, frozen=True):
     # Where the policy came from (a path, "<default>", "<string>"); not part of its identity.
     source: str = "<string>"
 
-    # A Struct compares every field and has no per-field `compare=False`, so `source` is left
-    # out by hand: the same policy read from another file is the same policy (e.g.
-    # tests/policy/test_canonical.py compares default_policy(), source "<default>", with its
-    # dump re-loaded as "test.yaml"). Same type only, as a dataclass; hashing still raises
-    # TypeError on the `network_policies` mappingproxy, as it did.
+    # `source` is left out of equality by hand (a Struct has no per-field compare=False): the
+    # same policy read from another file is the same policy. Hashing raises TypeError on the
+    # `network_policies` mapping.
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
