@@ -118,6 +118,8 @@ def _phase(label: str, state: str, seconds: float, readers: int) -> Phase:
     record_ns: list[int] = []
     work_ns: list[int] = []
     perf = time.perf_counter_ns
+    from stockade.records import replace
+
     writer_clock = time.pthread_getcpuclockid(recorder._thread.ident)  # type: ignore[arg-type]
     cpu0 = time.clock_gettime(writer_clock)
     t0 = time.perf_counter()
@@ -130,8 +132,8 @@ def _phase(label: str, state: str, seconds: float, readers: int) -> Phase:
             ev = events[i]
             w = perf()
             _proxy_work()
-            # Timestamp now, as the proxy would when it decides.
-            object.__setattr__(ev, "time_ms", time.time_ns() // 1_000_000)
+            # Timestamp now, as the proxy does when it decides (it builds the event then).
+            ev = replace(ev, time_ms=time.time_ns() // 1_000_000)
             a = perf()
             recorder.record(ev)
             b = perf()
