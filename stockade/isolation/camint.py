@@ -161,18 +161,25 @@ def _helper(fd: int, label_fd: int | None, label: str | None = None) -> NoReturn
 
 
 def trusted_openssl(path: str | None = None) -> str | None:
-    """`path` (default OPENSSL) when it is an executable file that only root can replace (it,
-    and the directory holding it, owned by root and writable by no one else); None otherwise."""
+    """The real path of `path` (default OPENSSL) when it is an executable file that only root
+    can replace: it and every directory above it owned by root and writable by no one else
+    (a symlink is followed, and its target checked the same way); None otherwise."""
     import stat
 
-    path = path or OPENSSL
     try:
-        for target in (path, os.path.dirname(path)):
+        real = os.path.realpath(path or OPENSSL, strict=True)
+        st = os.stat(real)
+        if not stat.S_ISREG(st.st_mode) or not st.st_mode & 0o111:
+            return None
+        target = real
+        while True:
             st = os.stat(target)
             if st.st_uid != 0 or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
                 return None
-        return path if stat.S_ISREG(os.stat(path).st_mode) and os.access(path, os.X_OK) else None
-    except OSError:
+            if target == "/":
+                return real
+            target = os.path.dirname(target)
+    except (OSError, ValueError):
         return None
 
 

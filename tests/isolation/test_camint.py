@@ -174,27 +174,50 @@ def test_a_failing_openssl_is_none():
     assert camint.mint_with_openssl("/nonexistent/openssl", "x") is None
 
 
-def test_only_a_root_owned_openssl_nobody_else_can_replace_is_trusted(tmp_path):
-    import shutil
+def test_the_system_openssl_is_trusted_by_its_real_path(tmp_path):
+    openssl = _need_openssl()
+    assert openssl == os.path.realpath(camint.OPENSSL)
+    link = tmp_path / "openssl-link"
+    link.symlink_to(openssl)
+    assert camint.trusted_openssl(str(link)) == openssl  # followed: the real file is what runs
+    assert camint.trusted_openssl(str(tmp_path / "missing")) is None
+    assert camint.trusted_openssl("/etc/passwd") is None  # root's, but not executable
 
-    assert camint.trusted_openssl(str(tmp_path / "openssl")) is None  # missing
-    fake = tmp_path / "openssl"
-    shutil.copy("/bin/true", fake)
-    os.chmod(tmp_path, 0o755)
-    if os.geteuid() == 0:
+
+def test_only_an_openssl_nobody_but_root_can_replace_is_trusted(tmp_path):
+    """Owner and mode of the file and of every directory above it, the real path's included."""
+    import shutil
+    import tempfile
+
+    if os.geteuid() != 0:
+        pytest.skip("files owned by root in a root-only directory: needs root")
+    from tests.support.netns import NOBODY_GID, NOBODY_UID
+
+    trusted_dir = tempfile.mkdtemp(dir="/run", prefix="stockade-test-")  # /run: root's, 0755
+    try:
+        os.chmod(trusted_dir, 0o755)
+        fake = os.path.join(trusted_dir, "openssl")
+        shutil.copy("/bin/true", fake)
+        os.chmod(fake, 0o755)
+        assert camint.trusted_openssl(fake) == fake
+        os.chown(fake, NOBODY_UID, NOBODY_GID)  # someone else's file
+        assert camint.trusted_openssl(fake) is None
         os.chown(fake, 0, 0)
-        os.chown(tmp_path, 0, 0)
-        assert camint.trusted_openssl(str(fake)) == str(fake)
-        os.chown(fake, 65534, 65534)  # owned by someone else
-        assert camint.trusted_openssl(str(fake)) is None
-        os.chown(fake, 0, 0)
-    else:
-        assert camint.trusted_openssl(str(fake)) is None  # owned by this user, not root
-    os.chmod(fake, 0o757)  # writable by others
-    assert camint.trusted_openssl(str(fake)) is None
-    os.chmod(fake, 0o755)
-    os.chmod(tmp_path, 0o777)  # its directory writable by others: it can be replaced
-    assert camint.trusted_openssl(str(fake)) is None
+        os.chmod(fake, 0o757)  # anyone may rewrite it
+        assert camint.trusted_openssl(fake) is None
+        os.chmod(fake, 0o775)  # its group may
+        assert camint.trusted_openssl(fake) is None
+        os.chmod(fake, 0o755)
+        os.chmod(trusted_dir, 0o777)  # anyone may replace it in its directory
+        assert camint.trusted_openssl(fake) is None
+        os.chmod(trusted_dir, 0o755)
+        (tmp_path / "link").symlink_to(fake)
+        assert camint.trusted_openssl(str(tmp_path / "link")) == fake
+        moved = tmp_path / "openssl"  # the same file below /tmp (world-writable)
+        shutil.copy(fake, moved)
+        assert camint.trusted_openssl(str(moved)) is None
+    finally:
+        shutil.rmtree(trusted_dir)
 
 
 def test_without_a_trusted_openssl_the_helper_mints_with_cryptography(monkeypatch):
