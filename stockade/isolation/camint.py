@@ -189,7 +189,7 @@ def mint_with_openssl(openssl: str, label: str) -> tuple[bytes, bytes] | None:
     if not label or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in label):
         return None  # -subj treats '/', '+', '=' and '\\' specially
     argv = [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-noenc", "-keyout", "-", "-out", "-", "-sha256", "-days", str(CA_DAYS),
+            "-nodes", "-keyout", "-", "-out", "-", "-sha256", "-days", str(CA_DAYS),  # -nodes: 1.1.1 too
             "-subj", f"/CN=stockade sandbox CA ({label})/O=stockade",
             "-addext", "basicConstraints=critical,CA:TRUE,pathlen:0",
             "-addext", "keyUsage=critical,keyCertSign,cRLSign"]
