@@ -22,8 +22,11 @@ DEV_PRIVATE = frozenset(
     [f"/dev/{name}" for name in DEV_ENTRIES]
     + ["/dev/pts", "/dev/ptmx", "/dev/shm", "/dev/fd", "/dev/stdin", "/dev/stdout", "/dev/stderr"]
 )
-# Bound paths not scanned for Unix sockets: system trees that do not hold user sockets.
-SYSTEM_ROOTS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/boot",
+# Bound paths not walked for Unix sockets: system trees that do not hold user sockets (/opt holds
+# static packages, FHS; the default policy grants it, and walking it cost ~20 ms of every start
+# here). A socket a host process listens on in any of them is hidden all the same: the kernel's
+# list of listening sockets names it (prepare.socket_candidates).
+SYSTEM_ROOTS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/boot", "/opt",
                 "/proc", "/sys", "/dev")
 
 

@@ -96,7 +96,7 @@ def test_missing_paths_are_skipped_with_their_reason():
 
 
 def test_scan_roots_skip_system_trees_and_nested_paths():
-    plan = plan_mounts(ro("/usr", "/etc", "/home") + rw("/home/u/work", "/tmp/job"), inspect)
+    plan = plan_mounts(ro("/usr", "/etc", "/opt", "/home") + rw("/home/u/work", "/tmp/job"), inspect)
     assert plan.scan_roots == ("/home", "/tmp/job")
 
 
