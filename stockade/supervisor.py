@@ -29,7 +29,7 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, EXIT_STOCKADE_FAILURE, EXIT_TIMEOUT, StockadeError
-from .isolation import channel
+from .isolation import channel, gcpause
 from .isolation.channel import SetupError
 from .isolation.environment import BUNDLE_FILE, CA_FILE
 from .isolation.spec import LANDLOCK_ONLY, NAMESPACES, SandboxSpec
@@ -301,6 +301,7 @@ class Supervisor(Struct):
         # After the start: the command's first connections wait in the listener's backlog.
         services.serve(ProxyContext(self.name, self.policy, listener, setup.procfs, ca, processes,
                                     spec.isolation, spec, self.inputs, setup.diag))
+        gcpause.resume()  # the start is over (paused by main())
         self._loop(spec, ctl, status_r, wake_r, processes, services)
         return self._finish(status_r)
 

@@ -32,6 +32,9 @@ def main() -> None:
 
         fast = parse(args[1:])  # None: click parses (help, errors, unusual spellings)
     if fast is not None or _starts_a_sandbox(args):
+        from ..isolation import gcpause
+
+        gcpause.pause()  # until the sandbox has started (isolation/gcpause.py)
         # The CA helper imports cryptography on the otherwise idle core while this process
         # imports the supervisor (isolation/camint.py); on click's path a guess: a wrong one
         # only costs a helper that exits without minting.

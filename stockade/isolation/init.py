@@ -15,7 +15,7 @@ import signal
 import socket
 from typing import NoReturn
 
-from . import channel, libc
+from . import channel, gcpause, libc
 from .agent import exec_command
 from .channel import SetupError, report_failure
 from .landlock import preload as preload_landlock
@@ -98,6 +98,7 @@ def _run(spec: SandboxSpec, ctl: socket.socket, status_fd: int, lifeline_fd: int
         exec_command(spec, landlock, seccomp_filter, status_fd)
     os.close(status_fd)
     landlock.ruleset = None
+    gcpause.resume()  # the command runs: init only reaps and forwards from now on
     try:
         os.setpgid(agent, agent)  # also done by the child: whoever runs first wins the race
     except OSError:

@@ -20,7 +20,7 @@ import signal
 import socket
 from typing import TYPE_CHECKING, NoReturn
 
-from . import channel, libc, namespaces
+from . import channel, gcpause, libc, namespaces
 from .channel import SetupError, report_failure
 from .spec import NAMESPACES, Early, SandboxSpec
 
@@ -110,6 +110,7 @@ def _launcher(early: Early, ctl: socket.socket, status_fd: int) -> NoReturn:
 
         run_init(spec, ctl, status_fd, lifeline_r, prebuilt)
     os.close(lifeline_r)
+    gcpause.resume()
     fds = (listener.fileno(),) if diag is None else (listener.fileno(), diag.fileno())
     channel.send(ctl, "launcher", {"init_pid": init_pid}, fds=fds)
     listener.close()
