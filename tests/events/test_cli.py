@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -263,20 +264,33 @@ def test_rules_reject_without_a_running_sandbox_and_approve_refused(state):
 POLICY = "version: 1\nnetwork_policies: {}\n"
 
 
-def test_rules_approve_goes_through_the_running_sandbox(state):
+@contextlib.contextmanager
+def running_sandbox(state, policy_text: str):
+    """Sandbox "sb" as the CLI sees a running one: its run lock, a run in the store, and a
+    LivePolicy serving the control socket; yields the LivePolicy."""
     from stockade.control import ControlServer
     from stockade.state import RunLock, control_socket_path
 
     lock = RunLock("sb")
     store = Store(state["db"])
     run = store.start_run("sb", pid=os.getpid(), command=["sh"])
-    live = LivePolicy(store=store, sandbox="sb", run_id=run, policy=load_policy_text(POLICY), yaml_text=POLICY,
-                      prepare=lambda policy: Prepared(lambda: lambda: None))
-    p, q = sorted(propose(state, "sb", "pypi.org", "files.example"), key=lambda x: x.host != "pypi.org")
+    live = LivePolicy(store=store, sandbox="sb", run_id=run, policy=load_policy_text(policy_text),
+                      yaml_text=policy_text, prepare=lambda policy: Prepared(lambda: lambda: None))
     loop = ThreadLoop()
     server = ControlServer(control_socket_path("sb"), live.handlers(), sandbox="sb")
     loop.run(server.start(), 5)
     try:
+        yield live
+    finally:
+        loop.run(server.close(), 5)
+        loop.stop()
+        store.close()
+        lock.release()
+
+
+def test_rules_approve_goes_through_the_running_sandbox(state):
+    with running_sandbox(state, POLICY) as live:
+        p, q = sorted(propose(state, "sb", "pypi.org", "files.example"), key=lambda x: x.host != "pypi.org")
         out = stockade(state, "rules", "approve", "sb", str(p.id))
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == f"approved proposal {p.id} (allow_pypi_org_443): policy revision 2"
@@ -288,29 +302,13 @@ def test_rules_approve_goes_through_the_running_sandbox(state):
         failed = stockade(state, "rules", "approve", "sb", str(p.id))
         assert_one_line_error(failed)
         assert "already approved" in failed.stderr
-    finally:
-        loop.run(server.close(), 5)
-        loop.stop()
-        store.close()
-        lock.release()
 
 
 def test_rules_approve_says_when_a_taken_key_made_a_new_rule(state):
-    from stockade.control import ControlServer
-    from stockade.state import RunLock, control_socket_path
-
     taken = ("version: 1\nnetwork_policies:\n  allow_api_github_com_443:\n"
              "    endpoints: [{ host: api.github.com, port: 443 }]\n    binaries: [{ path: /usr/bin/gh }]\n")
-    lock = RunLock("sb")
-    store = Store(state["db"])
-    run = store.start_run("sb", pid=os.getpid(), command=["sh"])
-    live = LivePolicy(store=store, sandbox="sb", run_id=run, policy=load_policy_text(taken), yaml_text=taken,
-                      prepare=lambda policy: Prepared(lambda: lambda: None))
-    [p] = propose(state, "sb", "api-github.com")
-    loop = ThreadLoop()
-    server = ControlServer(control_socket_path("sb"), live.handlers(), sandbox="sb")
-    loop.run(server.start(), 5)
-    try:
+    with running_sandbox(state, taken) as live:
+        [p] = propose(state, "sb", "api-github.com")
         out = stockade(state, "rules", "approve", "sb", str(p.id))
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == (
@@ -321,8 +319,3 @@ def test_rules_approve_says_when_a_taken_key_made_a_new_rule(state):
         assert [b.path for b in rules["allow_api_github_com_443"].binaries] == ["/usr/bin/gh"]
         assert [e.host for e in rules["allow_api_github_com_443_2"].endpoints] == ["api-github.com"]
         assert [b.path for b in rules["allow_api_github_com_443_2"].binaries] == ["/usr/bin/curl"]
-    finally:
-        loop.run(server.close(), 5)
-        loop.stop()
-        store.close()
-        lock.release()
