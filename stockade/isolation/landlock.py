@@ -12,9 +12,13 @@ Paths are opened (O_PATH) by init while it is still privileged, inside the sandb
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
+import sys
+import types
+from collections.abc import Iterator
 
 from ..records import Struct, field
 from .channel import SetupError
@@ -80,7 +84,7 @@ def preload() -> None:
 
     from .libc import soname_lookup
 
-    with soname_lookup():
+    with soname_lookup(), _without_submodule("landlockpy", "testing"):
         from landlockpy import _syscall
 
     if _syscall._libc is None:
@@ -88,6 +92,30 @@ def preload() -> None:
         lib.syscall.restype = ctypes.c_long
         lib.prctl.restype = ctypes.c_int
         _syscall._libc = lib
+
+
+@contextlib.contextmanager
+def _without_submodule(package: str, name: str) -> Iterator[None]:
+    """While `package` is imported, its eagerly imported submodule `name` is an empty placeholder,
+    removed afterwards (a later `import package.name` loads the real one).
+
+    landlockpy's `testing` (probe helpers for test suites, which we do not use) imports
+    dataclasses, inspect and pathlib: ~15 ms of the launcher's critical path on a small machine.
+    """
+    qualified = f"{package}.{name}"
+    if package in sys.modules or qualified in sys.modules:
+        yield
+        return
+    placeholder = types.ModuleType(qualified, "placeholder (isolation/landlock.py _without_submodule)")
+    sys.modules[qualified] = placeholder
+    try:
+        yield
+    finally:
+        if sys.modules.get(qualified) is placeholder:
+            del sys.modules[qualified]
+        parent = sys.modules.get(package)
+        if getattr(parent, name, None) is placeholder:
+            delattr(parent, name)
 
 
 def probe_abi() -> tuple[int, str]:

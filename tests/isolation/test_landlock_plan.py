@@ -1,6 +1,10 @@
-"""The Landlock rights plan (pure) against landlockpy's own ABI tables."""
+"""The Landlock rights plan (pure) against landlockpy's own ABI tables; how landlockpy is loaded."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import pytest
 from landlockpy import AccessFS, fs_for_abi
@@ -10,6 +14,8 @@ from stockade.isolation.landlock import (
     CONNECT_TCP, FILE_RIGHTS, IMPLICIT_LANDLOCK_ONLY, IMPLICIT_NAMESPACE, READ_ONLY, SCOPE_SIGNAL,
     rights_for_abi,
 )
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.mark.parametrize("abi", range(1, LATEST_ABI + 1))
@@ -47,3 +53,32 @@ def test_implicit_entries_are_what_the_sandbox_needs():
     assert all(paths[f"/dev/{d}"] for d in ("null", "zero", "full", "random", "urandom", "tty", "pts", "shm"))
     landlock_only = {g.path for g in IMPLICIT_LANDLOCK_ONLY}
     assert "/dev/pts" not in landlock_only and "/dev/shm" not in landlock_only  # the host's: not implied
+
+
+def test_preload_skips_landlockpys_probe_helpers_and_leaves_them_importable():
+    """The launcher imports landlockpy without its `testing` module (dataclasses, inspect,
+    pathlib: ~15 ms of the critical path); a later import still gets the real module."""
+    code = (
+        "import sys\n"
+        "from stockade.isolation import landlock\n"
+        "landlock.preload()\n"
+        "import landlockpy\n"
+        "print(sorted(m for m in ('dataclasses', 'inspect', 'landlockpy.testing') if m in sys.modules))\n"
+        "print(hasattr(landlockpy, 'testing'))\n"
+        "import landlockpy.testing\n"
+        "print(callable(landlockpy.testing.probe), landlockpy.Ruleset.__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=REPO).stdout.splitlines()
+    assert out == ["[]", "False", "True Ruleset"]
+
+
+def test_preload_after_landlockpy_was_imported_changes_nothing():
+    code = (
+        "import landlockpy, landlockpy.testing as t\n"
+        "from stockade.isolation import landlock\n"
+        "landlock.preload()\n"
+        "print(landlockpy.testing is t, callable(t.probe))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.split() == ["True", "True"]
