@@ -125,10 +125,11 @@ def _stored_routes() -> tuple[Route, ...]:
     from ..state import db_path
 
     path = db_path()
-    if not path.exists():
+    if not os.path.exists(path):
         return ()
+    uri_path = str(path).replace("%", "%25").replace("?", "%3f").replace("#", "%23")  # URI syntax
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        conn = sqlite3.connect(f"file:{uri_path}?mode=ro", uri=True, timeout=10)
         try:
             rows = conn.execute("SELECT name, protocol, base_url, model, api_key_env, api_key_file, "
                                 "is_default FROM inference_routes").fetchall()

@@ -102,6 +102,17 @@ def test_stored_routes_are_hidden_too(tmp_path):
     assert got.hidden_files == (str(tmp_path / "k"),)
 
 
+def test_stored_routes_are_found_under_a_state_path_with_uri_characters(tmp_path, monkeypatch):
+    """The store is read through an SQLite URI: '?', '#' and '%' in the path must not cut it
+    (a missed store would let a stored route's key into the sandbox's environment)."""
+    from stockade.state import db_path
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "odd?dir#x%41"))
+    with Store(db_path()) as store:
+        store.put_route(StoredRoute("o", "openai", "http://llm.lan:8000/v1", api_key_env="OPENAI_KEY"))
+    assert dict(inputs().env_overrides)["OPENAI_KEY"] == PLACEHOLDER_KEY
+
+
 def test_upstream_ca_and_log_file_are_checked(tmp_path):
     ca = tmp_path / "ca.pem"
     trustme.CA().cert_pem.write_to_path(str(ca))
