@@ -56,3 +56,16 @@ def test_the_run_path_does_not_import_dataclasses_or_typing_extensions():
         "print(sorted(m for m in ('dataclasses', 'typing_extensions', 'inspect', 'cryptography', 'yaml')"
         " if m in sys.modules))\n")
     assert out.strip() == "[]"
+
+
+def test_the_launcher_imports_neither_msgspec_nor_the_supervisors_modules():
+    """The launcher (forked before the supervisor's imports) is on the critical path of every
+    start: its records are NamedTuples and plain classes, so it never pays msgspec's import."""
+    out = _fresh(
+        "import sys\n"
+        "import stockade.cli.runfast, stockade.isolation.prefork, stockade.isolation.camint\n"
+        "from stockade.isolation import launcher\n"
+        "launcher._preload()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('msgspec', 'dataclasses', 'inspect')\n"
+        "             or m in ('stockade.records', 'stockade.errors', 'stockade.policy')))\n")
+    assert out.strip() == "[]"

@@ -15,9 +15,8 @@ import errno
 import os
 import select
 import signal
-from typing import NoReturn
+from typing import NamedTuple, NoReturn
 
-from ..records import Struct
 from . import libc, privileges
 from .channel import SetupError, report_failure
 from .landlock import LandlockSetup
@@ -28,7 +27,7 @@ from .terminal import set_foreground
 EXIT_SETUP, EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND = 125, 126, 127
 
 
-class Command(Struct, frozen=True):
+class Command(NamedTuple):
     """What the last steps before execve need."""
 
     argv: tuple[str, ...]

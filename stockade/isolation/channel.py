@@ -18,9 +18,8 @@ import json
 import os
 import socket
 import struct
-from typing import Any
+from typing import Any, NamedTuple
 
-from ..records import Struct
 
 _HEADER = struct.Struct("!I")
 _MAX_FDS = 4
@@ -61,7 +60,7 @@ def parse_failures(data: bytes) -> list[SetupError]:
     return errors
 
 
-class Message(Struct, frozen=True):
+class Message(NamedTuple):
     kind: str
     data: dict[str, Any]
     fds: tuple[int, ...] = ()

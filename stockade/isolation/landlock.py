@@ -19,8 +19,8 @@ import stat
 import sys
 import types
 from collections.abc import Iterator
+from typing import NamedTuple
 
-from ..records import Struct, field
 from .channel import SetupError
 from .paths import PathGrant, path_error_reason
 
@@ -51,7 +51,7 @@ IMPLICIT_LANDLOCK_ONLY = (
 )
 
 
-class Rights(Struct, frozen=True):
+class Rights(NamedTuple):
     abi: int
     handled_fs: int
     read_only: int
@@ -133,16 +133,19 @@ def probe_abi() -> tuple[int, str]:
         return 0, reason
 
 
-class LandlockSetup(Struct):
+class LandlockSetup:
     """The prepared ruleset (None when Landlock is not applied) and what went into it."""
 
-    abi: int
-    unavailable: str = ""
-    rules: list[str] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    scoped: bool = False
-    tcp_port: int | None = None
-    ruleset: object | None = None
+    __slots__ = ("abi", "unavailable", "rules", "skipped", "scoped", "tcp_port", "ruleset")
+
+    def __init__(self, abi: int, unavailable: str = "", scoped: bool = False, ruleset: object | None = None) -> None:
+        self.abi = abi
+        self.unavailable = unavailable
+        self.rules: list[str] = []
+        self.skipped: list[tuple[str, str]] = []
+        self.scoped = scoped
+        self.tcp_port: int | None = None
+        self.ruleset = ruleset
 
     def restrict(self) -> None:
         if self.ruleset is not None:

@@ -11,7 +11,8 @@ Steps are ordered parents before children, so a read-write child of a read-only 
 
 from __future__ import annotations
 
-from ..records import Struct
+from typing import NamedTuple
+
 from .paths import Inspect, PathGrant, depth, is_within, path_error_reason, planted_links, resolve
 
 # Paths the sandbox gets fresh instead of from the host.
@@ -30,14 +31,14 @@ SYSTEM_ROOTS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", 
                 "/proc", "/sys", "/dev")
 
 
-class Private(Struct, frozen=True):
+class Private(NamedTuple):
     """A fresh filesystem at `path`: proc, the minimal dev, or a private tmpfs (tmp, run)."""
 
     path: str
     what: str
 
 
-class Bind(Struct, frozen=True):
+class Bind(NamedTuple):
     """Bind the host's `path` (a real path, no symlinks) at the same place in the view."""
 
     path: str
@@ -46,7 +47,7 @@ class Bind(Struct, frozen=True):
     grants: tuple[str, ...]  # the policy paths that asked for it
 
 
-class Symlink(Struct, frozen=True):
+class Symlink(NamedTuple):
     path: str
     target: str
 
@@ -54,7 +55,7 @@ class Symlink(Struct, frozen=True):
 Step = Private | Bind | Symlink
 
 
-class MountPlan(Struct, frozen=True):
+class MountPlan(NamedTuple):
     steps: tuple[Step, ...]
     skipped: tuple[tuple[str, str], ...]  # (policy path, reason): missing or unreadable
     notes: tuple[str, ...]  # what the user should know (a private /tmp, ...)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable
+from typing import NamedTuple
 
-from ..records import Struct, field
 from . import libc
 from .mountplan import DEV_ENTRIES, PRIVATE_ROOTS, SYSTEM_ROOTS, Bind, MountPlan, Private, Symlink
 from .paths import host_inspect, is_within, resolve
@@ -32,19 +32,22 @@ _KEPT_FLAGS = (
 )
 
 
-class ScanBudget(Struct, frozen=True):
+class ScanBudget(NamedTuple):
     entries: int = 5000
     depth: int = 6
 
 
-class ViewFacts(Struct):
+class ViewFacts:
     """What building the view found, for the startup report."""
 
-    hidden_sockets: list[str] = field(default_factory=list)
-    scan_exhausted: str = ""  # the tree where the socket scan budget ran out
-    state_dir_hidden: bool = False
-    hidden_files: list[str] = field(default_factory=list)  # covered inference key files
-    detached: list[str] = field(default_factory=list)  # submounts that could not be made read-only
+    __slots__ = ("hidden_sockets", "scan_exhausted", "state_dir_hidden", "hidden_files", "detached")
+
+    def __init__(self) -> None:
+        self.hidden_sockets: list[str] = []
+        self.scan_exhausted = ""  # the tree where the socket scan budget ran out
+        self.state_dir_hidden = False
+        self.hidden_files: list[str] = []  # covered inference key files
+        self.detached: list[str] = []  # submounts that could not be made read-only
 
 
 def build_view(plan: MountPlan, *, state_dir: str, socket_candidates: Iterable[str],

@@ -11,8 +11,7 @@ import os
 import posixpath
 import stat
 from collections.abc import Callable
-
-from ..records import Struct
+from typing import NamedTuple
 
 # Reason strings of OpenShell's path-error classifier (reference/process.md §3.4).
 _REASONS = {
@@ -29,7 +28,7 @@ def path_error_reason(err: int) -> str:
     return _REASONS.get(err, "unexpected error")
 
 
-class PathGrant(Struct, frozen=True):
+class PathGrant(NamedTuple):
     """One path the sandbox may use: from the policy, the workdir, or stockade itself."""
 
     path: str
@@ -37,7 +36,7 @@ class PathGrant(Struct, frozen=True):
     origin: str = "policy"  # "policy" | "workdir" | "implicit"
 
 
-class Entry(Struct, frozen=True):
+class Entry(NamedTuple):
     """What lstat says about one path: kind is dir, file, other, symlink, or missing."""
 
     kind: str
@@ -48,7 +47,7 @@ class Entry(Struct, frozen=True):
 Inspect = Callable[[str], Entry]
 
 
-class Resolved(Struct, frozen=True):
+class Resolved(NamedTuple):
     """A grant's path resolved on the host: the real path and the symlinks crossed to reach it."""
 
     real: str

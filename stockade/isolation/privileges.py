@@ -13,15 +13,15 @@ import grp
 import os
 import pwd
 import resource
+from typing import NamedTuple
 
-from ..records import Struct
 from .channel import SetupError
 
 DEFAULT_USER = "nobody"
 DEFAULT_GROUPS = ("nogroup", "nobody")  # Debian names it nogroup, Fedora nobody
 
 
-class RunAs(Struct, frozen=True):
+class RunAs(NamedTuple):
     user: str
     uid: int
     gid: int

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..records import Struct, field
+from ..records import Struct
 from .spec import LANDLOCK_ONLY, SandboxSpec
 
 _SHOWN = 3  # how many paths of a list the line spells out

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import errno
 from types import ModuleType
+from typing import NamedTuple
 
-from ..records import Struct
 
 LOW32 = 0xFFFFFFFF
 
@@ -35,7 +35,7 @@ _NEW_SYSCALLS = {"open_tree_attr": 467}
 LIFTABLE = frozenset({"memfd_create"})
 
 
-class ArgTest(Struct, frozen=True):
+class ArgTest(NamedTuple):
     """One argument comparison; all tests of a Block must hold (AND)."""
 
     index: int
@@ -44,7 +44,7 @@ class ArgTest(Struct, frozen=True):
     mask: int = LOW32
 
 
-class Block(Struct, frozen=True):
+class Block(NamedTuple):
     syscall: str
     reason: str
     tests: tuple[ArgTest, ...] = ()
