@@ -37,7 +37,7 @@ def open_existing_store() -> Store | None:
     from ..state import db_path
 
     path = db_path()
-    return Store(path) if path.exists() else None
+    return Store(path) if os.path.exists(path) else None
 
 
 def run_status(run: Run, running: bool) -> str:
