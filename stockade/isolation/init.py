@@ -145,6 +145,9 @@ def _supervise(spec: SandboxSpec, ctl: socket.socket, agent: int, wakeup: int) -
             if sig == signal.SIGCHLD:
                 code, now_stopped = _reap(agent)
                 if code is not None:
+                    # Said first: the supervisor records the run's end while the kernel tears
+                    # the sandbox down (our exit unmounts the view and empties the pid namespace).
+                    _send(ctl, "exited", {"code": code})
                     _end_orphans(spec)
                     return code
                 if now_stopped is not None:

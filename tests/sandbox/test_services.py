@@ -46,3 +46,18 @@ def test_a_timeout_is_recorded(sandbox):
     events = [json.loads(line) for line in cli("logs", "slow", "--json").splitlines()]
     process = [e["activity_name"] for e in events if e["class_uid"] == 1007]
     assert process == ["Launch", "Terminate", "Terminate"], process  # the timeout, then the exit
+
+
+@pytest.mark.parametrize(("command", "code", "status"), [
+    (["sh", "-c", "kill -TERM $$"], 143, "killed 143"),
+    (["/nonexistent/command"], 127, "failed 127"),
+])
+def test_how_the_run_ended_is_recorded(sandbox, command, code, status):
+    """The run's end as `stockade list` shows it, for a command killed by a signal and one that
+    could not be started (the services record it while the sandbox is torn down)."""
+    result = sandbox.run(command, args=("-q", "--name", "ending"))
+    assert result.returncode == code, result.stderr
+    listed = subprocess.run([*sandbox.prefix, "list", "--json"], env=sandbox.env, capture_output=True,
+                            text=True, timeout=60)
+    [run] = json.loads(listed.stdout)
+    assert (run["status"], run["exit_code"]) == (status, code)
