@@ -110,7 +110,7 @@ def plan_mounts(grants: list[PathGrant] | tuple[PathGrant, ...], inspect: Inspec
                                    old.grants + (grant.path,))
     steps: list[tuple[int, int, Step]] = []
     steps += [(depth(p), 0, Private(p, w)) for p, w in PRIVATE_ROOTS.items()]
-    steps += [(depth(b.path), 1, b) for b in binds.values()]
+    steps += [(depth(b.path), 1, b) for b in binds.values() if not _covered(b, binds)]
     steps += [(depth(p), 2, Symlink(p, t)) for p, t in links.items()]
     steps.sort(key=lambda item: (item[0], item[1]))  # stable: policy order within a depth
     return MountPlan(
@@ -119,6 +119,17 @@ def plan_mounts(grants: list[PathGrant] | tuple[PathGrant, ...], inspect: Inspec
         notes=tuple(dict.fromkeys(notes)),
         scan_roots=_scan_roots(list(binds)),
     )
+
+
+def _covered(bind: Bind, binds: dict[str, Bind]) -> bool:
+    """A directory whose nearest bound ancestor has the same access needs no bind of its own:
+    that ancestor's recursive bind shows the same host tree (e.g. /usr/bin, reached through the
+    /bin link, under /usr). Files and other nodes keep theirs: a listed socket is a grant."""
+    if bind.kind != "dir":
+        return False
+    ancestors = [b for p, b in binds.items() if p != bind.path and is_within(bind.path, p)]
+    nearest = max(ancestors, key=lambda b: depth(b.path), default=None)
+    return nearest is not None and nearest.writable == bind.writable
 
 
 def _scan_roots(paths: list[str]) -> tuple[str, ...]:

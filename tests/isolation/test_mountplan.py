@@ -66,6 +66,22 @@ def test_parents_come_before_children_so_a_writable_child_of_a_read_only_parent_
     assert [b.writable for b in plan.binds] == [False, True]
 
 
+def test_a_directory_seen_through_a_bound_parent_with_the_same_access_is_not_bound_again():
+    plan = plan_mounts(ro("/usr", "/bin", "/lib", "/home") + rw("/home/u") + ro("/home/u/work", "/home/u/notes.txt"),
+                       inspect)
+    assert [(b.path, b.writable) for b in plan.binds] == [
+        ("/usr", False), ("/home", False), ("/home/u", True), ("/home/u/work", False), ("/home/u/notes.txt", False)]
+    assert Symlink("/bin", "usr/bin") in plan.steps and Symlink("/lib", "usr/lib") in plan.steps
+    # A file keeps its own bind (a listed socket is a grant the socket walk must see).
+    assert [b.path for b in plan_mounts(ro("/home", "/home/u/notes.txt"), inspect).binds] == [
+        "/home", "/home/u/notes.txt"]
+    # Without the parent in the policy, the child is bound itself.
+    assert [b.path for b in plan_mounts(ro("/bin"), inspect).binds] == ["/usr/bin"]
+    # The same access twice down the tree: the grandchild of a writable child is covered too.
+    plan = plan_mounts(ro("/home") + rw("/home/u", "/home/u/work"), inspect)
+    assert [(b.path, b.writable) for b in plan.binds] == [("/home", False), ("/home/u", True)]
+
+
 def test_private_roots_are_always_there_and_listed_tmp_and_run_stay_private():
     plan = plan_mounts(rw("/tmp") + ro("/run", "/proc", "/dev/null"), inspect)
     privates = {s.path: s.what for s in plan.steps if isinstance(s, Private)}
@@ -140,7 +156,8 @@ def test_a_path_reached_through_a_link_planted_in_a_writable_grant_is_skipped():
     plan = plan_mounts(grants, planted_inspect)
     assert not any(b.path == "/home/u/.ssh" for b in plan.binds)  # never mounted
     assert [p for p, _ in plan.skipped] == ["/home/u/work/data"]
-    assert {b.path for b in plan.binds} >= {"/home/u/work", "/usr", "/usr/lib"}  # the rest stays
+    assert {b.path for b in plan.binds} >= {"/home/u/work", "/usr"}  # the rest stays
+    assert Symlink("/lib", "usr/lib") in plan.steps  # /usr/lib: seen through the bind of /usr
     # Writable too, or listed through the link's parent: the same.
     assert list(planted_links(rw("/home/u/work", "/home/u/work/data"), planted_inspect)) == ["/home/u/work/data"]
     # Without a writable grant around it, a link is the user's own: followed.
