@@ -103,6 +103,8 @@ def _recv_exact(sock: socket.socket, size: int, fds: list[int]) -> bytes | None:
                                                        socket.MSG_CMSG_CLOEXEC)
         except InterruptedError:
             continue
+        except ConnectionResetError:  # the peer died with our last message unread in its queue
+            data, ancdata = b"", []
         for level, ctype, payload in ancdata:
             if level == socket.SOL_SOCKET and ctype == socket.SCM_RIGHTS:
                 arr = array.array("i")

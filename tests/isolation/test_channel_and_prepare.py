@@ -47,6 +47,16 @@ def test_messages_carry_data_a_blob_and_descriptors():
     os.close(w)
 
 
+def test_a_peer_that_died_with_our_message_unread_reads_as_the_end():
+    """The supervisor kills init (say, its services failed) before init read "start": the
+    kernel resets the connection, and the supervisor's loop must see an end, not a crash."""
+    a, b = socket.socketpair()
+    with a, b:
+        channel.send(a, "start", blob=b"x" * 1000)
+        b.close()  # closed with the message unread: the kernel resets a's end
+        assert channel.recv(a) is None
+
+
 def test_status_records_round_trip():
     r, w = os.pipe()
     report_failure(w, SetupError("exec", "cannot run 'x': No such file or directory", 2))
