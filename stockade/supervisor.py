@@ -178,7 +178,8 @@ class Supervisor(Struct):
                 from .isolation.namespaces import proxy_listener
 
                 host_listener = proxy_listener(port=0)
-            launcher = prefork.fork_launcher(self.options.isolation, host_listener, close=private_fds())
+            launcher = prefork.fork_launcher(self.options.isolation, host_listener, close=private_fds(),
+                                             workdir=self.options.workdir)
         self.child, ctl, status_r, host_listener = launcher.pid, launcher.ctl, launcher.status_r, \
             launcher.host_listener
         minter = fork_minter(self.name, close=(ctl.fileno(), status_r))  # the CA, on the other core
@@ -397,7 +398,7 @@ class Supervisor(Struct):
         possible, no signal of ours. Otherwise, as always, once the launcher is reaped."""
         code = data.get("code")
         if (not isinstance(code, int) or isinstance(code, bool) or not status_done or self.interrupted
-                or channel.parse_failures(self.status_data)):
+                or self.failures or channel.parse_failures(self.status_data)):
             return
         code = EXIT_TIMEOUT if self.timed_out else code
         services.close(code, self._run_status(code))

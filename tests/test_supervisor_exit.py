@@ -32,9 +32,11 @@ def _failure_record(error: SetupError) -> bytes:
 
 
 def _exited(data: dict[str, object], *, status_done: bool = True, status_data: bytes = b"",
-            timed_out: bool = False, interrupted: int = 0) -> list[tuple[int | None, str]]:
+            timed_out: bool = False, interrupted: int = 0,
+            failures: tuple[SetupError, ...] = ()) -> list[tuple[int | None, str]]:
     supervisor = Supervisor(RunOptions(argv=("true",)))
     supervisor.status_data, supervisor.timed_out, supervisor.interrupted = status_data, timed_out, interrupted
+    supervisor.failures = list(failures)
     services = Services()
     supervisor._command_exited(data, status_done, services)  # type: ignore[arg-type]
     return services.closed
@@ -55,6 +57,7 @@ def test_a_timeout_is_recorded_as_the_timeout():
     {"status_done": False},  # the command's exec failure may still be on its way
     {"status_data": _failure_record(SetupError("exec", "cannot run 'x': No such file", 2))},
     {"interrupted": signal.SIGINT},
+    {"failures": (SetupError("services", "the store is read-only"),)},  # the sandbox was killed
 ])
 def test_an_unsettled_end_waits_for_the_launcher(case):
     assert _exited({"code": 127}, **case) == []
