@@ -22,6 +22,7 @@ from .landlock import preload as preload_landlock
 from .landlock import prepare as prepare_landlock
 from .mounts import build_view, seal_view, write_run_files
 from .seccomp import Block, build_filter
+from .sockscan import Survey
 from .spec import SandboxSpec
 from .terminal import set_foreground
 from .wakeup import install
@@ -34,10 +35,11 @@ EXIT_SETUP = 125
 
 
 def run_init(spec: SandboxSpec, ctl: socket.socket, status_fd: int, lifeline_fd: int | None,
-             prebuilt: tuple[tuple[Block, ...], object] | None = None) -> NoReturn:
-    """`prebuilt`: a seccomp filter the launcher compiled for a table, used if it is the spec's."""
+             prebuilt: tuple[tuple[Block, ...], object] | None = None, survey: Survey | None = None) -> NoReturn:
+    """`prebuilt`: a seccomp filter the launcher compiled for a table, used if it is the spec's;
+    `survey`: the launcher's early socket walk of the workdir (used if it is the view's first)."""
     try:
-        code = _run(spec, ctl, status_fd, lifeline_fd, prebuilt)
+        code = _run(spec, ctl, status_fd, lifeline_fd, prebuilt, survey)
     except SetupError as exc:
         report_failure(status_fd, exc)
         os._exit(EXIT_SETUP)
@@ -48,7 +50,7 @@ def run_init(spec: SandboxSpec, ctl: socket.socket, status_fd: int, lifeline_fd:
 
 
 def _run(spec: SandboxSpec, ctl: socket.socket, status_fd: int, lifeline_fd: int | None,
-         prebuilt: tuple[tuple[Block, ...], object] | None) -> int:
+         prebuilt: tuple[tuple[Block, ...], object] | None, survey: Survey | None) -> int:
     libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
     if _parent_gone(spec, lifeline_fd):
         os._exit(EXIT_SETUP)
@@ -66,7 +68,7 @@ def _run(spec: SandboxSpec, ctl: socket.socket, status_fd: int, lifeline_fd: int
     if spec.plan is not None:
         try:
             view = build_view(spec.plan, state_dir=spec.state_dir, socket_candidates=spec.socket_candidates,
-                              hidden_files=spec.hidden_files)
+                              hidden_files=spec.hidden_files, early=survey)
         except OSError as exc:
             raise SetupError("mounts", exc.strerror or str(exc), exc.errno or 0) from None
         facts.update(hidden_sockets=view.hidden_sockets, scan_exhausted=view.scan_exhausted,

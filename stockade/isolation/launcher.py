@@ -26,6 +26,7 @@ from .spec import NAMESPACES, Early, SandboxSpec
 
 if TYPE_CHECKING:
     from .seccomp import Block
+    from .sockscan import Survey
 
 EXIT_SETUP = 125
 
@@ -79,6 +80,17 @@ def _prebuild_filter() -> tuple[tuple[Block, ...], object] | None:
         return None
 
 
+def _survey_workdir(workdir: str | None) -> Survey | None:
+    """The workdir's Unix sockets, found while the supervisor decides the spec: the usual first
+    tree of the view's socket walk, done before it is needed (isolation/sockscan.py)."""
+    from .mountplan import scan_roots_of
+    from .sockscan import survey
+
+    if workdir is None or workdir == "/" or scan_roots_of([workdir]) != (workdir,):
+        return None  # not a tree the view walks (or `/`, which the supervisor refuses to grant)
+    return survey(workdir)
+
+
 def _receive_spec(ctl: socket.socket) -> SandboxSpec:
     msg = channel.recv(ctl)
     if msg is None or msg.kind != "spec":
@@ -96,6 +108,7 @@ def _launcher(early: Early, ctl: socket.socket, status_fd: int) -> NoReturn:
     diag = namespaces.sock_diag_socket()  # bound to this netns, like the listener
     _preload()
     prebuilt = _prebuild_filter()
+    survey = _survey_workdir(early.workdir)
     spec = _receive_spec(ctl)
     if "uts" in spec.namespaces:
         socket.sethostname(spec.name)
@@ -108,7 +121,7 @@ def _launcher(early: Early, ctl: socket.socket, status_fd: int) -> NoReturn:
             diag.close()
         from .init import run_init
 
-        run_init(spec, ctl, status_fd, lifeline_r, prebuilt)
+        run_init(spec, ctl, status_fd, lifeline_r, prebuilt, survey)
     os.close(lifeline_r)
     gcpause.resume()
     fds = (listener.fileno(),) if diag is None else (listener.fileno(), diag.fileno())

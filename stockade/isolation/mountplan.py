@@ -117,7 +117,7 @@ def plan_mounts(grants: list[PathGrant] | tuple[PathGrant, ...], inspect: Inspec
         steps=tuple(step for _, _, step in steps),
         skipped=tuple(skipped),
         notes=tuple(dict.fromkeys(notes)),
-        scan_roots=_scan_roots(list(binds)),
+        scan_roots=scan_roots_of(list(binds)),
     )
 
 
@@ -132,7 +132,8 @@ def _covered(bind: Bind, binds: dict[str, Bind]) -> bool:
     return nearest is not None and nearest.writable == bind.writable
 
 
-def _scan_roots(paths: list[str]) -> tuple[str, ...]:
+def scan_roots_of(paths: list[str]) -> tuple[str, ...]:
+    """The trees of `paths` the socket walk covers: not system or nested ones, sorted."""
     candidates = sorted(p for p in paths if not any(is_within(p, s) for s in SYSTEM_ROOTS))
     roots: list[str] = []
     for path in candidates:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable
-from typing import NamedTuple
 
 from . import libc
-from .mountplan import DEV_ENTRIES, PRIVATE_ROOTS, SYSTEM_ROOTS, Bind, MountPlan, Private, Symlink
+from .mountplan import DEV_ENTRIES, Bind, MountPlan, Private, Symlink
 from .paths import host_inspect, is_within, resolve
+from .sockscan import ScanBudget, Survey, is_socket, survey
 
 BASE = "/tmp"  # any existing directory: the tmpfs mounted on it becomes the temporary root
 NEWROOT = "/newroot"
@@ -30,11 +30,6 @@ _KEPT_FLAGS = (
     (os.ST_NOATIME, libc.MS_NOATIME), (os.ST_NODIRATIME, libc.MS_NODIRATIME),
     (os.ST_RELATIME, libc.MS_RELATIME),
 )
-
-
-class ScanBudget(NamedTuple):
-    entries: int = 5000
-    depth: int = 6
 
 
 class ViewFacts:
@@ -51,7 +46,9 @@ class ViewFacts:
 
 
 def build_view(plan: MountPlan, *, state_dir: str, socket_candidates: Iterable[str],
-               budget: ScanBudget = ScanBudget(), hidden_files: Iterable[str] = ()) -> ViewFacts:
+               budget: ScanBudget = ScanBudget(), hidden_files: Iterable[str] = (),
+               early: Survey | None = None) -> ViewFacts:
+    """`early`: the launcher's survey of a tree (sockscan.py), used when it is the first scan root."""
     facts = ViewFacts()
     libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
     libc.mount("tmpfs", BASE, "tmpfs", libc.MS_NOSUID | libc.MS_NODEV, "mode=0755")
@@ -69,7 +66,7 @@ def build_view(plan: MountPlan, *, state_dir: str, socket_candidates: Iterable[s
             _bind(step, facts)
         elif isinstance(step, Symlink):
             _symlink(step)
-    _hide_sockets(plan, socket_candidates, budget, facts)
+    _hide_sockets(plan, socket_candidates, budget, facts, early)
     _hide_files(hidden_files, facts)
     facts.state_dir_hidden = _hide_state_dir(state_dir)
     libc.umount2(OLDROOT, libc.MNT_DETACH)
@@ -229,7 +226,7 @@ def _hide(view_path: str, facts: ViewFacts) -> None:
 
 
 def _hide_sockets(plan: MountPlan, candidates: Iterable[str], budget: ScanBudget,
-                  facts: ViewFacts) -> None:
+                  facts: ViewFacts, early: Survey | None = None) -> None:
     """Hide every Unix socket the view exposes: known paths first, then a bounded walk.
 
     A socket the policy lists itself is an explicit grant and stays; one that merely lies
@@ -242,57 +239,29 @@ def _hide_sockets(plan: MountPlan, candidates: Iterable[str], budget: ScanBudget
         if not candidate.startswith("/"):
             continue
         real = resolve(candidate, inspect).real
-        if real not in seen and _is_socket(_new(real)):
+        if real not in seen and is_socket(_new(real)):
             seen.add(real)
             _hide(real, facts)
     remaining = budget.entries
     for root in roots:
-        remaining = _walk(root, 0, remaining, budget.depth, seen, facts)
+        left = ScanBudget(remaining, budget.depth)
+        scan = early if _stands_for(early, root, left) else survey(root, left, NEWROOT)
+        for path in scan.sockets:
+            if path not in seen and is_socket(_new(path)):  # (again: the survey is older)
+                seen.add(path)
+                _hide(path, facts)
+        remaining -= scan.entries
         if remaining <= 0:
             facts.scan_exhausted = root
             break
 
 
-def _walk(path: str, level: int, remaining: int, max_depth: int, seen: set[str], facts: ViewFacts) -> int:
-    if level > max_depth or remaining <= 0:
-        return remaining
-    try:
-        it = os.scandir(_new(path))
-    except OSError:
-        return remaining
-    subdirs = []
-    with it:
-        for entry in it:
-            remaining -= 1
-            if remaining <= 0:
-                return 0
-            child = path.rstrip("/") + "/" + entry.name
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    if not _pruned(child):
-                        subdirs.append(child)
-                elif not entry.is_file(follow_symlinks=False) and not entry.is_symlink():
-                    if child not in seen and _is_socket(entry.path):
-                        seen.add(child)
-                        _hide(child, facts)
-            except OSError:
-                continue
-    for sub in subdirs:
-        remaining = _walk(sub, level + 1, remaining, max_depth, seen, facts)
-        if remaining <= 0:
-            return 0
-    return remaining
-
-
-def _pruned(path: str) -> bool:
-    return path in PRIVATE_ROOTS or path in SYSTEM_ROOTS
-
-
-def _is_socket(path: str) -> bool:
-    try:
-        return stat.S_ISSOCK(os.lstat(path).st_mode)
-    except OSError:
-        return False
+def _stands_for(early: Survey | None, root: str, budget: ScanBudget) -> bool:
+    """The launcher's survey is this walk, done before the spec came: the same tree and depth,
+    and the same budget, or a smaller one that the survey did not reach (a walk cut shorter
+    would have found less)."""
+    return (early is not None and early.root == root and early.budget.depth == budget.depth
+            and (early.budget.entries == budget.entries or early.entries < min(budget.entries, early.budget.entries)))
 
 
 def _hide_files(paths: Iterable[str], facts: ViewFacts) -> None:

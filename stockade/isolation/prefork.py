@@ -37,9 +37,10 @@ _preforked: Launcher | None = None
 
 
 def fork_launcher(isolation: str, host_listener: socket.socket | None = None,
-                  close: tuple[int, ...] = ()) -> Launcher:
+                  close: tuple[int, ...] = (), workdir: str | None = None) -> Launcher:
     """Fork the launcher for `isolation` (the landlock-only mode needs the supervisor's host-side
-    `host_listener`); `close` are the caller's descriptors the child must not keep."""
+    `host_listener`); `close` are the caller's descriptors the child must not keep; `workdir`
+    is --workdir (the launcher surveys it for Unix sockets while it waits for the spec)."""
     ctl, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     status_r, status_w = os.pipe2(os.O_CLOEXEC)
     supervisor = os.getpid()
@@ -57,7 +58,7 @@ def fork_launcher(isolation: str, host_listener: socket.socket | None = None,
             from .launcher import child_main
             from .spec import Early
 
-            child_main(Early.for_run(isolation, supervisor, port), ctl_child, status_w)
+            child_main(Early.for_run(isolation, supervisor, port, workdir), ctl_child, status_w)
         except BaseException as exc:  # child_main reports its own failures; this is an import's
             _report(status_w, exc)
         finally:
@@ -67,7 +68,7 @@ def fork_launcher(isolation: str, host_listener: socket.socket | None = None,
     return Launcher(pid, ctl, status_r, isolation, host_listener)
 
 
-def prefork(isolation: str, close: tuple[int, ...] = ()) -> None:
+def prefork(isolation: str, close: tuple[int, ...] = (), workdir: str | None = None) -> None:
     """Fork the launcher now, for the supervisor to `take` (see the module doc)."""
     global _preforked
     if _preforked is not None:
@@ -78,7 +79,17 @@ def prefork(isolation: str, close: tuple[int, ...] = ()) -> None:
             host_listener = _host_listener()
         except OSError:
             return  # the supervisor tries again, and reports it
-    _preforked = fork_launcher(isolation, host_listener, close)
+    _preforked = fork_launcher(isolation, host_listener, close, workdir)
+
+
+def private_fds() -> tuple[int, ...]:
+    """The preforked launcher's descriptors (supervisor's side), which a process forked later
+    must not keep."""
+    launcher = _preforked
+    if launcher is None:
+        return ()
+    fds = (launcher.ctl.fileno(), launcher.status_r)
+    return fds if launcher.host_listener is None else (*fds, launcher.host_listener.fileno())
 
 
 def take(isolation: str) -> Launcher | None:

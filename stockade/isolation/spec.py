@@ -39,15 +39,22 @@ class Early(NamedTuple):
     gid: int
     supervisor_pid: int
     proxy_port: int
+    workdir: str | None = None  # the real path the supervisor will use, as far as it can be told now
 
     @classmethod
-    def for_run(cls, isolation: str, supervisor_pid: int, host_port: int | None = None) -> Early:
-        """The supervisor's: `host_port` is its host-side listener's (landlock-only mode)."""
+    def for_run(cls, isolation: str, supervisor_pid: int, host_port: int | None = None,
+                workdir: str | None = None) -> Early:
+        """The supervisor's: `host_port` is its host-side listener's (landlock-only mode);
+        `workdir` is --workdir (None: the current directory)."""
         rootless = os.geteuid() != 0
+        try:
+            real = os.path.realpath(workdir or os.getcwd())
+        except OSError:
+            real = None
         return cls(isolation=isolation,
                    namespaces=() if isolation == LANDLOCK_ONLY else (NAMESPACES_ROOTLESS if rootless else NAMESPACES_ROOT),
                    uid=os.getuid(), gid=os.getgid(), supervisor_pid=supervisor_pid,
-                   proxy_port=host_port if host_port is not None else PROXY_PORT)
+                   proxy_port=host_port if host_port is not None else PROXY_PORT, workdir=real)
 
 
 class SandboxSpec(NamedTuple):

@@ -248,6 +248,25 @@ def test_unix_sockets_outside_the_policy_cannot_be_reached(sandbox):
         os.rmdir(host_tmp)
 
 
+def test_unix_sockets_in_the_workdir_are_hidden_by_the_launchers_early_survey(sandbox):
+    """With the workdir as the view's first walked tree, the launcher's survey (made while the
+    supervisor loads the policy, isolation/sockscan.py) is what finds these sockets: they are
+    bound and closed, so the kernel's list of sockets (the other source) does not name them,
+    as it would not name a live one of another network namespace (a container's)."""
+    paths = [str(sandbox.work / "app.sock"), str(sandbox.work / "a" / "b" / "deep.sock")]
+    (sandbox.work / "a" / "b").mkdir(parents=True)
+    for path in paths:
+        _listen_unix(path).close()  # the socket inode stays
+    control = sandbox.space / "zz-unix.py"  # sorts after work/: the workdir is the first root
+    control.write_text(UNIX_CONNECT)
+    control.chmod(0o644)
+    policy = _policy(sandbox, read_only=[str(control)])
+    result = sandbox.run([SANDBOX_PYTHON, str(control), json.dumps(paths)], policy=policy, args=())
+    assert result.returncode == 0, result.stderr
+    assert set(json.loads(result.stdout).values()) <= {"EACCES", "ECONNREFUSED"}, result.stdout
+    assert "hid 2 unix sockets" in result.stderr, result.stderr
+
+
 def _pty_run(argv: list[str], env: dict, cwd, timeout: float = 30) -> tuple[int, bytes]:
     pid, fd = pty.fork()
     if pid == 0:
