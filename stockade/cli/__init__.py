@@ -35,16 +35,17 @@ def main() -> None:
         from ..isolation import gcpause
 
         gcpause.pause()  # until the sandbox has started (isolation/gcpause.py)
-        # The CA helper imports cryptography on the otherwise idle core while this process
-        # imports the supervisor (isolation/camint.py); on click's path a guess: a wrong one
-        # only costs a helper that exits without minting.
-        from ..isolation.camint import prestart, private_fds
+        launcher_fds: tuple[int, ...] = ()
+        if fast is not None:  # the launcher first: it works on the otherwise idle core
+            from ..isolation import prefork
 
-        prestart()
-        if fast is not None:
-            from ..isolation.prefork import prefork
+            prefork.prefork(fast["isolation"], workdir=fast["workdir"])
+            launcher_fds = prefork.private_fds()
+        # The CA helper waits for the sandbox's name (isolation/camint.py); on click's path a
+        # guess: a wrong one only costs a helper that exits without minting.
+        from ..isolation.camint import prestart
 
-            prefork(fast["isolation"], close=private_fds())  # the launcher, on the other core too
+        prestart(close=launcher_fds)
     try:
         if fast is not None:
             from .runfast import run_fast

@@ -14,7 +14,9 @@ from __future__ import annotations
 import math
 import os
 import sys
-from typing import Any, NoReturn
+TYPE_CHECKING = False  # not `from typing import`: typing costs ~10 ms before the launcher's fork
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 # name -> (the callback's parameter, kind): "value" (last one wins), "multiple", "flag", or a
 # tuple of choices. Must list every option of run.py's click declaration (checked by the tests).

@@ -69,8 +69,9 @@ class CaMaterial:
 _prestarted: tuple[int, int, int] | None = None
 
 
-def prestart() -> None:
+def prestart(close: tuple[int, ...] = ()) -> None:
     """Fork the helper now; it imports cryptography and waits for `fork_minter`'s label.
+    `close` are the caller's descriptors the helper must not keep (the launcher's).
 
     When the run ends before asking (a usage error, an invalid name), the helper reads EOF
     and exits without minting anything.
@@ -84,6 +85,8 @@ def prestart() -> None:
     if pid == 0:
         os.close(label_w)
         os.close(answer_r)
+        for fd in close:
+            os.close(fd)
         _helper(answer_w, label_r)
     os.close(label_r)
     os.close(answer_w)
