@@ -396,7 +396,7 @@ class Supervisor(Struct):
         """Init reaped the command: record the run's end now, while the kernel tears the sandbox
         down (~5 ms saved on every run), when that end is settled: no failure reported or still
         possible, no signal of ours. Otherwise, as always, once the launcher is reaped."""
-        code = data.get("code")
+        code = data.get("code") if isinstance(data, dict) else None
         if (not isinstance(code, int) or isinstance(code, bool) or not status_done or self.interrupted
                 or self.failures or channel.parse_failures(self.status_data)):
             return

@@ -63,6 +63,6 @@ def test_an_unsettled_end_waits_for_the_launcher(case):
     assert _exited({"code": 127}, **case) == []
 
 
-@pytest.mark.parametrize("data", [{}, {"code": "0"}, {"code": True}, {"code": None}])
+@pytest.mark.parametrize("data", [{}, {"code": "0"}, {"code": True}, {"code": None}, [0], None])
 def test_a_malformed_message_records_nothing(data):
     assert _exited(data) == []

@@ -12,10 +12,10 @@ write to), run with an empty environment and configuration; otherwise, or if ope
 with cryptography (~100 ms of imports, then ~10 ms). Both give the same CA: EC P-256, critical
 basic constraints (CA, path length 0) and key usage (certificate and CRL signing), 30 days.
 
-`stockade run` starts the helper first thing (`prestart`, from `main()`, before click and the
-supervisor are imported: the second core is otherwise idle then), and, when it will need
-cryptography, the helper imports it while it waits for the sandbox's name. `fork_minter` hands it the name, or forks
-a helper on the spot when none was prestarted. Both are forked from the main thread before any
+`stockade run` starts the helper early (`prestart`, from `main()`, right after the launcher and
+before click and the supervisor are imported), and, when it will need cryptography, the helper
+imports it while it waits for the sandbox's name. `fork_minter` hands it the name, or forks a
+helper on the spot when none was prestarted. Both are forked from the main thread before any
 other thread exists. This module imports nothing but `os` at first: `prestart` runs before the
 interpreter has loaded anything else.
 """
