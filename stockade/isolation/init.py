@@ -37,7 +37,7 @@ EXIT_SETUP = 125
 def run_init(spec: SandboxSpec, ctl: socket.socket, status_fd: int, lifeline_fd: int | None,
              prebuilt: tuple[tuple[Block, ...], object] | None = None, survey: Survey | None = None) -> NoReturn:
     """`prebuilt`: a seccomp filter the launcher compiled for a table, used if it is the spec's;
-    `survey`: the launcher's early socket walk of the workdir (used if it is the view's first)."""
+    `survey`: the launcher's early socket walk of the workdir (used where it is the view's)."""
     try:
         code = _run(spec, ctl, status_fd, lifeline_fd, prebuilt, survey)
     except SetupError as exc:

@@ -48,7 +48,8 @@ class ViewFacts:
 def build_view(plan: MountPlan, *, state_dir: str, socket_candidates: Iterable[str],
                budget: ScanBudget = ScanBudget(), hidden_files: Iterable[str] = (),
                early: Survey | None = None) -> ViewFacts:
-    """`early`: the launcher's survey of a tree (sockscan.py), used when it is the first scan root."""
+    """`early`: the launcher's survey of a tree (sockscan.py), used for that tree's walk when it
+    is that walk (`_stands_for`)."""
     facts = ViewFacts()
     libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
     libc.mount("tmpfs", BASE, "tmpfs", libc.MS_NOSUID | libc.MS_NODEV, "mode=0755")

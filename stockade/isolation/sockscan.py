@@ -7,9 +7,9 @@ all the roots of a plan, `depth` levels below each; system trees and the private
 walked (a socket bound there is still found through the kernel's list, prepare.py).
 
 Walking a project directory is 10-15 ms of a start on a small machine. The launcher surveys the
-workdir (the usual first scan root) while the supervisor loads the policy, and init uses that
-survey when the plan's first root is the same tree with the same budget: the same walk, only
-done earlier. Init checks again that each path is a socket before it hides it.
+workdir (usually one of the trees the view walks) while the supervisor loads the policy, and
+init uses that survey for the same tree when it is the same walk (same depth, and a budget it
+did not reach), only done earlier. Init checks again that each path is a socket before hiding it.
 """
 
 from __future__ import annotations
