@@ -27,7 +27,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from .. import __version__
@@ -75,7 +74,7 @@ class StoreRecorder:
         self._store = Store(db_path if db_path is not None else default_db_path())
         self._log = None
         if log_file is not None:
-            fd = os.open(Path(log_file), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
             self._log = os.fdopen(fd, "a", encoding="utf-8")
         # Producers only ever increment `_dropped_total`; the writer only `_dropped_reported`.
         self._dropped_total = 0

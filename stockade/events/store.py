@@ -28,7 +28,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from ..errors import StockadeError
@@ -135,7 +134,7 @@ class Store:
     """One connection to the store. Thread-safe (one lock); cheap methods, short transactions."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+        self.path = os.fspath(path)
         self._lock = threading.RLock()
         # Create the file private before SQLite opens it; the -wal and -shm files copy its mode.
         # O_EXCL: never open and close an existing database file ourselves. Closing any fd of
