@@ -6,8 +6,9 @@ Rows, each with its median and p90 over RUNS runs and its ratio to the peers:
 - how long until the command itself runs: `stockade run -q -- date +%s.%N` prints the wall
   clock when it starts, measured from the spawn (the rest of a run is the command, the
   teardown and the event store's bookkeeping);
-- as root, the same rootless: as nobody, from the non-editable venv the tests build with the
-  system interpreter (tests/support/rootless.py), i.e. what `pip install .` gives a user;
+- as root, the same from the non-editable venv the tests build with the system interpreter
+  (tests/support/rootless.py), i.e. what `pip install .` gives a user: in root mode, and
+  rootless as nobody;
 - the peers: `bwrap --unshare-all ...` (skipped with a note when it cannot be installed) and
   `unshare -Urn`;
 - context, the floors under each stockade row: the interpreter alone (`python -c pass`), the
@@ -126,7 +127,7 @@ def _rows(table: Table, env: dict[str, str]) -> list[Row]:
         Row("  floor: the CA helper's work (" + ("openssl" if _openssl() else "cryptography") + ")",
             [py, "-c", MINT], env),
     ]
-    rows += _rootless_rows(table)
+    rows += _installed_rows(table, env["XDG_STATE_HOME"])
     bwrap = ensure_tool("bwrap", "bubblewrap")
     if bwrap:
         rows.append(Row("bwrap " + " ".join(BWRAP), [bwrap, *BWRAP], env, peer=True))
@@ -140,8 +141,9 @@ def _rows(table: Table, env: dict[str, str]) -> list[Row]:
     return rows
 
 
-def _rootless_rows(table: Table) -> list[Row]:
-    """As root: the same command rootless, as nobody, from a `pip install`-like venv."""
+def _installed_rows(table: Table, root_state: str) -> list[Row]:
+    """As root: the same command from a `pip install`-like venv, rootless (as nobody) and in
+    root mode (`root_state`: root's state directory)."""
     if os.geteuid() != 0:
         return []
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -149,11 +151,14 @@ def _rootless_rows(table: Table) -> list[Row]:
 
     why = rootless_unavailable()
     if why:
-        table.note(f"no rootless rows: {why}")
+        table.note(f"no installed-venv rows (root mode, rootless): {why}")
         return []
     rootless = build_rootless_env()
     env = rootless.env(XDG_STATE_HOME=str(rootless.home / "state"))
+    root_env = rootless.env(XDG_STATE_HOME=root_state)
     return [
+        Row("stockade run -q -- /bin/true (root mode, installed venv)",
+            [rootless.stockade, "run", "-q", "--", "/bin/true"], root_env),
         Row("stockade run -q -- /bin/true (rootless: nobody, installed venv)",
             rootless.command([rootless.stockade, "run", "-q", "--", "/bin/true"]), env),
         Row("  the command runs after", rootless.command([rootless.stockade, "run", "-q", "--", *PROBE]), env,
