@@ -60,7 +60,7 @@ def test_the_run_path_does_not_import_dataclasses_or_typing_extensions():
 
 def test_the_launcher_imports_neither_msgspec_nor_the_supervisors_modules():
     """The launcher (forked before the supervisor's imports) is on the critical path of every
-    start: its records are NamedTuples and plain classes, so it never pays msgspec's import."""
+    start: its records are tuple Records and plain classes, so it never pays msgspec's import."""
     out = _fresh(
         "import sys\n"
         "import stockade.cli.runfast, stockade.isolation.prefork, stockade.isolation.camint\n"

@@ -15,19 +15,20 @@ import errno
 import os
 import select
 import signal
-from typing import NamedTuple, NoReturn
+from typing import NoReturn
 
 from . import libc, privileges
 from .channel import SetupError, report_failure
 from .landlock import LandlockSetup
 from .privileges import RunAs
+from .record import Record
 from .spec import SandboxSpec
 from .terminal import set_foreground
 
 EXIT_SETUP, EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND = 125, 126, 127
 
 
-class Command(NamedTuple):
+class Command(Record):
     """What the last steps before execve need."""
 
     argv: tuple[str, ...]

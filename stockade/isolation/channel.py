@@ -18,7 +18,9 @@ import json
 import os
 import socket
 import struct
-from typing import Any, NamedTuple
+from typing import Any
+
+from .record import Record
 
 
 _HEADER = struct.Struct("!I")
@@ -60,7 +62,7 @@ def parse_failures(data: bytes) -> list[SetupError]:
     return errors
 
 
-class Message(NamedTuple):
+class Message(Record):
     kind: str
     data: dict[str, Any]
     fds: tuple[int, ...] = ()

@@ -19,10 +19,10 @@ import stat
 import sys
 import types
 from collections.abc import Iterator
-from typing import NamedTuple
 
 from .channel import SetupError
 from .paths import PathGrant, path_error_reason
+from .record import Record
 
 # Rights bits (linux/landlock.h), mirrored so the plan is pure and testable.
 EXECUTE, WRITE_FILE, READ_FILE, READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
@@ -51,7 +51,7 @@ IMPLICIT_LANDLOCK_ONLY = (
 )
 
 
-class Rights(NamedTuple):
+class Rights(Record):
     abi: int
     handled_fs: int
     read_only: int

@@ -11,9 +11,8 @@ Steps are ordered parents before children, so a read-write child of a read-only 
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from .paths import Inspect, PathGrant, depth, is_within, path_error_reason, planted_links, resolve
+from .record import Record
 
 # Paths the sandbox gets fresh instead of from the host.
 PRIVATE_ROOTS = {"/proc": "proc", "/dev": "dev", "/tmp": "tmp", "/run": "run"}
@@ -31,14 +30,14 @@ SYSTEM_ROOTS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", 
                 "/proc", "/sys", "/dev")
 
 
-class Private(NamedTuple):
+class Private(Record):
     """A fresh filesystem at `path`: proc, the minimal dev, or a private tmpfs (tmp, run)."""
 
     path: str
     what: str
 
 
-class Bind(NamedTuple):
+class Bind(Record):
     """Bind the host's `path` (a real path, no symlinks) at the same place in the view."""
 
     path: str
@@ -47,7 +46,7 @@ class Bind(NamedTuple):
     grants: tuple[str, ...]  # the policy paths that asked for it
 
 
-class Symlink(NamedTuple):
+class Symlink(Record):
     path: str
     target: str
 
@@ -55,7 +54,7 @@ class Symlink(NamedTuple):
 Step = Private | Bind | Symlink
 
 
-class MountPlan(NamedTuple):
+class MountPlan(Record):
     steps: tuple[Step, ...]
     skipped: tuple[tuple[str, str], ...]  # (policy path, reason): missing or unreadable
     notes: tuple[str, ...]  # what the user should know (a private /tmp, ...)

@@ -11,7 +11,8 @@ import os
 import posixpath
 import stat
 from collections.abc import Callable
-from typing import NamedTuple
+
+from .record import Record
 
 # Reason strings of OpenShell's path-error classifier (reference/process.md §3.4).
 _REASONS = {
@@ -28,7 +29,7 @@ def path_error_reason(err: int) -> str:
     return _REASONS.get(err, "unexpected error")
 
 
-class PathGrant(NamedTuple):
+class PathGrant(Record):
     """One path the sandbox may use: from the policy, the workdir, or stockade itself."""
 
     path: str
@@ -36,7 +37,7 @@ class PathGrant(NamedTuple):
     origin: str = "policy"  # "policy" | "workdir" | "implicit"
 
 
-class Entry(NamedTuple):
+class Entry(Record):
     """What lstat says about one path: kind is dir, file, other, symlink, or missing."""
 
     kind: str
@@ -47,7 +48,7 @@ class Entry(NamedTuple):
 Inspect = Callable[[str], Entry]
 
 
-class Resolved(NamedTuple):
+class Resolved(Record):
     """A grant's path resolved on the host: the real path and the symlinks crossed to reach it."""
 
     real: str

@@ -13,15 +13,15 @@ import grp
 import os
 import pwd
 import resource
-from typing import NamedTuple
 
 from .channel import SetupError
+from .record import Record
 
 DEFAULT_USER = "nobody"
 DEFAULT_GROUPS = ("nogroup", "nobody")  # Debian names it nogroup, Fedora nobody
 
 
-class RunAs(NamedTuple):
+class RunAs(Record):
     user: str
     uid: int
     gid: int

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import errno
 from types import ModuleType
-from typing import NamedTuple
 
+from .record import Record
 
 LOW32 = 0xFFFFFFFF
 
@@ -35,7 +35,7 @@ _NEW_SYSCALLS = {"open_tree_attr": 467}
 LIFTABLE = frozenset({"memfd_create"})
 
 
-class ArgTest(NamedTuple):
+class ArgTest(Record):
     """One argument comparison; all tests of a Block must hold (AND)."""
 
     index: int
@@ -44,7 +44,7 @@ class ArgTest(NamedTuple):
     mask: int = LOW32
 
 
-class Block(NamedTuple):
+class Block(Record):
     syscall: str
     reason: str
     tests: tuple[ArgTest, ...] = ()

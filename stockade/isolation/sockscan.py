@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import NamedTuple
 
 from .mountplan import PRIVATE_ROOTS, SYSTEM_ROOTS
+from .record import Record
 
 
-class ScanBudget(NamedTuple):
+class ScanBudget(Record):
     entries: int = 5000
     depth: int = 6
 
 
-class Survey(NamedTuple):
+class Survey(Record):
     """The sockets found below `root` (paths as the sandbox sees them) and the entries spent;
     `entries == budget.entries` when the budget ran out."""
 

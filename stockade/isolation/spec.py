@@ -6,15 +6,18 @@ command's pre-exec code are forks of the launcher, not new interpreters: they re
 from their copy of its memory.
 
 The records the launcher, init and the command's pre-exec code use (here, in paths, mountplan,
-seccomp, privileges, landlock, mounts, channel, agent) are NamedTuples or plain slotted classes,
-not msgspec Structs: the launcher is forked before the supervisor's imports and never imports
-msgspec (~15 ms of its critical path on a small machine; tests/test_records.py checks it).
+seccomp, privileges, landlock, sockscan, mounts, channel, agent) are Records (record.py) or plain
+slotted classes, not msgspec Structs: the launcher is forked before the supervisor's imports and
+never imports msgspec (~15 ms of its critical path on a small machine; tests/test_records.py
+checks it), and defining them compiles nothing (typing.NamedTuple would: ~5 ms per process).
 """
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
+
+from .record import Record
 
 if TYPE_CHECKING:  # kept light: the supervisor imports this before it forks
     from .mountplan import MountPlan
@@ -30,7 +33,7 @@ PROXY_HOST = "127.0.0.1"
 PROXY_PORT = 3128
 
 
-class Early(NamedTuple):
+class Early(Record):
     """What the supervisor's child knows when it is forked, before the policy is loaded."""
 
     isolation: str
@@ -57,7 +60,7 @@ class Early(NamedTuple):
                    proxy_port=host_port if host_port is not None else PROXY_PORT, workdir=real)
 
 
-class SandboxSpec(NamedTuple):
+class SandboxSpec(Record):
     name: str
     argv: tuple[str, ...]
     env: dict[str, str]
