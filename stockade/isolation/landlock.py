@@ -102,20 +102,14 @@ def _without_submodule(package: str, name: str) -> Iterator[None]:
     landlockpy's `testing` (probe helpers for test suites, which we do not use) imports
     dataclasses, inspect and pathlib: ~15 ms of the launcher's critical path on a small machine.
     """
+    from .libc import stand_in
+
     qualified = f"{package}.{name}"
     if package in sys.modules or qualified in sys.modules:
         yield
         return
-    placeholder = types.ModuleType(qualified, "placeholder (isolation/landlock.py _without_submodule)")
-    sys.modules[qualified] = placeholder
-    try:
+    with stand_in(qualified, types.ModuleType(qualified, "placeholder (isolation/landlock.py)")):
         yield
-    finally:
-        if sys.modules.get(qualified) is placeholder:
-            del sys.modules[qualified]
-        parent = sys.modules.get(package)
-        if getattr(parent, name, None) is placeholder:
-            delattr(parent, name)
 
 
 def probe_abi() -> tuple[int, str]:

@@ -1,8 +1,9 @@
 """The launcher: the supervisor's child that enters the new namespaces and forks init.
 
 The supervisor forks it first thing (from its main thread, before any other thread exists),
-so the launcher's imports and namespace setup overlap with the supervisor loading the policy
-on the other core. The launcher then receives the SandboxSpec over the control socket.
+so the launcher's imports, namespace setup and survey of the workdir for Unix sockets
+(sockscan.py) overlap with the supervisor loading the policy on the other core. The launcher
+then receives the SandboxSpec over the control socket.
 
 unshare(CLONE_NEWPID) only moves the caller's *children* into the new pid namespace, so the
 launcher stays outside, forks init (PID 1 inside), waits for it and exits with its status. It

@@ -156,15 +156,31 @@ def soname_lookup() -> Iterator[None]:
         return
     stub = types.ModuleType("ctypes.util")
     stub.find_library = SONAMES.get  # type: ignore[attr-defined]
-    real = sys.modules.get("ctypes.util")
-    sys.modules["ctypes.util"] = stub
-    ctypes.util = stub  # type: ignore[attr-defined]
+    with stand_in("ctypes.util", stub):
+        yield
+
+
+@contextlib.contextmanager
+def stand_in(name: str, module: types.ModuleType) -> Iterator[None]:
+    """While the block runs, the module `name` (in sys.modules and as its package's attribute)
+    is `module`; afterwards whatever was there before is back, or nothing (a later import then
+    loads the real one)."""
+    package, _, attribute = name.rpartition(".")
+    real = sys.modules.get(name)
+    sys.modules[name] = module
+    if package in sys.modules:
+        setattr(sys.modules[package], attribute, module)
     try:
         yield
     finally:
-        if real is None:
-            del sys.modules["ctypes.util"]
-            del ctypes.util  # type: ignore[attr-defined]
-        else:
-            sys.modules["ctypes.util"] = real
-            ctypes.util = real  # type: ignore[attr-defined]
+        if sys.modules.get(name) is module:
+            if real is None:
+                del sys.modules[name]
+            else:
+                sys.modules[name] = real
+        parent = sys.modules.get(package)
+        if parent is not None and getattr(parent, attribute, None) is module:
+            if real is None:
+                delattr(parent, attribute)
+            else:
+                setattr(parent, attribute, real)
