@@ -1,5 +1,6 @@
-"""stockade/records.py: msgspec is imported without typing_extensions (and its inspect import)
-on the run path, and nothing is left hidden afterwards."""
+"""stockade/records.py: msgspec's C module is imported alone, without its package's eager
+submodules and without typing_extensions (and its inspect import), on the run path; nothing is
+left hidden or stood in afterwards."""
 
 import subprocess
 import sys
@@ -25,6 +26,27 @@ def test_msgspec_comes_without_typing_extensions_and_leaves_it_importable():
         "import typing_extensions\n"
         "print(typing_extensions.__name__)\n")
     assert out.split("\n")[:3] == ["False False", "P(a=1, b=(2,)) True", "typing_extensions"]
+
+
+def test_only_msgspecs_core_is_loaded_and_the_package_imports_whole_later():
+    out = _fresh(
+        "import sys\n"
+        "import stockade.records as r\n"
+        "print(sorted(m for m in sys.modules if m.startswith('msgspec')))\n"
+        "class P(r.Struct, frozen=True, kw_only=True):\n"
+        "    a: int\n"
+        "    b: list = r.field(default_factory=list, name='B')\n"
+        "import msgspec, msgspec.json, msgspec.structs\n"
+        "print(msgspec.Struct is r.Struct, msgspec.structs.replace is r.replace)\n"
+        "print(msgspec.json.encode(P(a=1)).decode(), msgspec.convert({'a': 2, 'B': [3]}, P))\n")
+    assert out.split("\n")[:3] == ["['msgspec._core', 'msgspec._utils']", "True True",
+                                    '{"a":1,"B":[]} P(a=2, b=[3])']
+
+
+def test_msgspec_loaded_first_is_used_as_it_is():
+    out = _fresh("import msgspec, sys\nimport stockade.records as r\n"
+                 "print(sys.modules['msgspec'] is msgspec, r.Struct is msgspec.Struct)")
+    assert out.strip() == "True True"
 
 
 def test_typing_extensions_loaded_first_is_left_alone():

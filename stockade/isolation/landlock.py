@@ -102,7 +102,7 @@ def _without_submodule(package: str, name: str) -> Iterator[None]:
     landlockpy's `testing` (probe helpers for test suites, which we do not use) imports
     dataclasses, inspect and pathlib: ~15 ms of the launcher's critical path on a small machine.
     """
-    from .libc import stand_in
+    from ..standin import stand_in
 
     qualified = f"{package}.{name}"
     if package in sys.modules or qualified in sys.modules:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import sys
 import types
 from collections.abc import Iterator
+
+from ..standin import stand_in
 
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -158,29 +159,3 @@ def soname_lookup() -> Iterator[None]:
     stub.find_library = SONAMES.get  # type: ignore[attr-defined]
     with stand_in("ctypes.util", stub):
         yield
-
-
-@contextlib.contextmanager
-def stand_in(name: str, module: types.ModuleType) -> Iterator[None]:
-    """While the block runs, the module `name` (in sys.modules and as its package's attribute)
-    is `module`; afterwards whatever was there before is back, or nothing (a later import then
-    loads the real one)."""
-    package, _, attribute = name.rpartition(".")
-    real = sys.modules.get(name)
-    sys.modules[name] = module
-    if package in sys.modules:
-        setattr(sys.modules[package], attribute, module)
-    try:
-        yield
-    finally:
-        if sys.modules.get(name) is module:
-            if real is None:
-                del sys.modules[name]
-            else:
-                sys.modules[name] = real
-        parent = sys.modules.get(package)
-        if parent is not None and getattr(parent, attribute, None) is module:
-            if real is None:
-                delattr(parent, attribute)
-            else:
-                setattr(parent, attribute, real)
