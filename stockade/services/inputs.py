@@ -32,6 +32,7 @@ class ServiceOptions(Struct, frozen=True):
     upstream_ca: str | None = None
     inference_routes: str | None = None
     log_file: str | None = None
+    exit_after: bool = False  # the process ends when the run does (the CLI): Store.leave_open
 
 
 class ServiceInputs(Struct, frozen=True):
@@ -43,6 +44,7 @@ class ServiceInputs(Struct, frozen=True):
     proposal_flush_s: float = DEFAULT_PROPOSAL_FLUSH_S
     env_overrides: tuple[tuple[str, str], ...] = ()
     hidden_files: tuple[str, ...] = ()
+    exit_after: bool = False
 
 
 def prepare_inputs(options: ServiceOptions, policy: Policy, policy_text: str | None,
@@ -72,7 +74,7 @@ def prepare_inputs(options: ServiceOptions, policy: Policy, policy_text: str | N
     return ServiceInputs(
         secrets=secrets, routes=routes, upstream_ca=options.upstream_ca,
         log_file=options.log_file, policy_text=policy_text, proposal_flush_s=proposal_flush_s(environ),
-        env_overrides=tuple(sorted(overrides.items())), hidden_files=hidden,
+        env_overrides=tuple(sorted(overrides.items())), hidden_files=hidden, exit_after=options.exit_after,
     )
 
 

@@ -293,7 +293,10 @@ class Services:
         except Exception as exc:  # noqa: BLE001
             _warn(f"recording the end of the run: {_message(exc)}")
         finally:
-            self.store.close()
+            if self.inputs.exit_after:
+                self.store.leave_open()
+            else:
+                self.store.close()
 
     def _fail(self, message: str) -> None:
         if self.error is None:

@@ -246,3 +246,27 @@ def test_a_second_store_in_one_process_does_not_cost_the_first_its_locks(db):
     assert out.stdout.split() == ["exited", "1"], out.stderr
     first.close()
     second.close()
+
+
+def test_a_store_left_open_ends_with_its_process_and_the_next_one_takes_up_the_wal(db):
+    """Store.leave_open (`stockade run`'s end): no checkpoint, the WAL stays, nothing is lost."""
+    code = textwrap.dedent("""
+        import os, sys
+        from stockade.events.store import Store
+        s = Store(sys.argv[1])
+        run = s.start_run("left", pid=1, command=["true"])
+        s.finish_run(run, status="exited", exit_code=0)
+        s.leave_open()
+        del s  # the connection outlives its Store: only the process's end closes it
+        import gc; gc.collect()
+        sys.stdout.flush()
+        os._exit(0)
+    """)
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", code, str(db)], check=True, timeout=60)
+        wal = db.with_name(db.name + "-wal")
+        assert wal.exists() and wal.stat().st_size > 0  # closing the last connection would delete it
+    with Store(db) as s:
+        assert s.integrity_check() == "ok"
+        assert [(s.run(i).sandbox, s.run(i).status) for i in (1, 2)] == [("left", "exited")] * 2
+    assert not wal.exists()  # a plain close still checkpoints

@@ -22,6 +22,19 @@ def test_the_run_is_registered_with_its_exit(sandbox):
     assert (run["name"], run["status"], run["exit_code"], run["policy_revision"]) == ("reg", "exited 3", 3, 1)
 
 
+def test_the_run_ends_with_the_stores_connection_left_open_and_nothing_lost(sandbox):
+    """`stockade run` ends without closing the store (no checkpoint: Store.leave_open, os._exit):
+    the WAL stays, and what the run recorded is there for the next command."""
+    result = sandbox.run(["sh", "-c", "echo out; echo err >&2"], args=("--name", "left-open"))
+    assert result.returncode == 0 and result.stdout == "out\n", result
+    assert result.stderr.startswith("stockade: sandbox left-open") and result.stderr.endswith("err\n")
+    assert (sandbox.state / "stockade" / "stockade.db-wal").stat().st_size > 0
+    listed = subprocess.run([*sandbox.prefix, "list", "--json"], env=sandbox.env, capture_output=True,
+                            text=True, timeout=60)
+    [run] = json.loads(listed.stdout)
+    assert (run["name"], run["status"], run["policy_revision"]) == ("left-open", "exited 0", 1)
+
+
 def test_services_that_cannot_start_end_the_sandbox_with_125(sandbox):
     if sandbox.mode == "root":
         pytest.skip("root writes a read-only store all the same")
