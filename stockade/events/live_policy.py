@@ -100,16 +100,23 @@ class LivePolicy:
         yaml_text: str | None,
         prepare: Callable[[Policy], Prepared],
         recorder: Recorder | None = None,
+        revision: int | None = None,
+        sha256: str | None = None,
     ) -> None:
+        """`revision` (and `sha256`): `policy`'s revision, already recorded for this run (with
+        its "policy loaded" event) by the services; otherwise it is recorded here."""
         self._store = store
         self.sandbox = sandbox
         self.run_id = run_id
         self.baseline = policy  # static sections are compared with the policy the sandbox started with
         self.policy = policy
-        self.sha256 = policy_sha256(policy)
+        self.sha256 = sha256 if sha256 is not None else policy_sha256(policy)
         self._prepare = prepare
         self._recorder = recorder
         self._lock = threading.Lock()
+        if revision is not None:
+            self.revision = revision
+            return
         rev = store.add_revision(
             sandbox, yaml_text=yaml_text if yaml_text is not None else dump_policy(policy), sha256=self.sha256,
             source=policy.source, run_id=run_id,

@@ -45,6 +45,7 @@ class StoreRecorder:
         run_id: int | None,
         *,
         db_path: str | os.PathLike[str] | None = None,
+        store: Store | None = None,
         log_file: str | os.PathLike[str] | None = None,
         queue_max: int = 100_000,
         batch_interval_s: float = 0.05,
@@ -70,8 +71,10 @@ class StoreRecorder:
         self._retention = retention if retention is not None else Retention.from_env()
         self._next_prune = 0.0
         self.aggregator = DenialAggregator(flush_interval_s)
-        # Opened here, not in the thread, so a bad path fails the supervisor before the run.
-        self._store = Store(db_path if db_path is not None else default_db_path())
+        # `store`: the caller's connection, shared (Store is thread-safe) and left open at close.
+        # Otherwise opened here, not in the thread, so a bad path fails the supervisor before the run.
+        self._owns_store = store is None
+        self._store = store if store is not None else Store(db_path if db_path is not None else default_db_path())
         self._log = None
         if log_file is not None:
             fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
@@ -133,7 +136,8 @@ class StoreRecorder:
             self._flush_proposals()
         self._closed = True
         if not self._thread.is_alive():
-            self._store.close()
+            if self._owns_store:
+                self._store.close()
             if self._log is not None:
                 self._log.close()
 
@@ -154,9 +158,9 @@ class StoreRecorder:
     # -- writer thread ----------------------------------------------------------------------
 
     def _run(self) -> None:
+        # The first round runs at once (pruning included): while the command starts, not at the
+        # end of a short one.
         while True:
-            self._wake.wait(self._interval)
-            self._wake.clear()
             closing = self._closing
             try:
                 self._drain()
@@ -170,6 +174,8 @@ class StoreRecorder:
                 self._warn(f"recorder: {exc}")
             if closing and not self._queue:
                 break
+            self._wake.wait(self._interval)
+            self._wake.clear()
         try:
             self._flush_proposals()  # the final flush (policy.md §5.1: on close)
         except Exception as exc:  # noqa: BLE001

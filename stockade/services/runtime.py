@@ -53,6 +53,7 @@ class Services:
         self.started_ms = 0
         self._go = threading.Event()  # serve() or close()
         self._policy_sha256 = ""
+        self._revision: int | None = None  # the policy's, recorded with the run
         self._lock = threading.Lock()
         self._recorder: Any = None
         self._pending: list[Event] = []  # recorded before the recorder exists
@@ -144,8 +145,6 @@ class Services:
             self._register()
             if not self._stopping and warm_up(lambda: self._stopping):
                 _run(self._serve())
-            else:
-                self._register_policy()
         except Exception as exc:  # noqa: BLE001 - the supervisor kills the sandbox, exit 125
             self._fail(_message(exc))
         finally:
@@ -170,31 +169,28 @@ class Services:
         self._policy_sha256 = policy_sha256(self.policy)
 
     def _register(self) -> None:
-        """The run in the store and the recorder (no asyncio needed yet)."""
+        """The run, its policy revision and the recorder (no asyncio needed yet), while the
+        command starts: LivePolicy takes the revision over when the services come up."""
         from ..events.recorder import StoreRecorder
+        from ..events.types import ConfigEvent
 
         self.run_id = self.store.start_run(self.sandbox, pid=os.getpid(), command=self.spec.argv,
                                            policy_source=self.policy.source, started_ms=self.started_ms)
-        recorder = StoreRecorder(self.sandbox, self.run_id, log_file=self.inputs.log_file,
+        recorder = StoreRecorder(self.sandbox, self.run_id, store=self.store, log_file=self.inputs.log_file,
                                  flush_interval_s=self.inputs.proposal_flush_s).start()
         with self._lock:
             self._recorder = recorder
             pending, self._pending = self._pending, []
         for event in pending:
             recorder.record(event)
-
-    def _register_policy(self) -> None:
-        """What LivePolicy records when the services come up, for a command that was faster."""
-        from ..events.types import ConfigEvent
-
         policy, sha, text = self.policy, self._policy_sha256, self.inputs.policy_text
         if text is None:  # a Policy given as an object (the API), not loaded from a text
             from ..policy.canonical import dump_policy
 
             text = dump_policy(policy)
-        rev = self.store.add_revision(self.sandbox, yaml_text=text, sha256=sha, source=policy.source,
-                                      run_id=self.run_id)
-        self.record(ConfigEvent("policy loaded", revision=rev.revision, sha256=sha))
+        self._revision = self.store.add_revision(self.sandbox, yaml_text=text, sha256=sha, source=policy.source,
+                                                 run_id=self.run_id).revision
+        recorder.record(ConfigEvent("policy loaded", revision=self._revision, sha256=sha))
 
     async def _serve(self) -> None:
         import asyncio
@@ -243,7 +239,7 @@ class Services:
 
         self.live = LivePolicy(store=self.store, sandbox=ctx.sandbox, run_id=self.run_id,
                                policy=ctx.policy, yaml_text=inputs.policy_text, prepare=self._prepare_policy,
-                               recorder=recorder)
+                               recorder=recorder, revision=self._revision, sha256=self._policy_sha256)
         handlers = {**self.live.handlers(), "policy_set": self._policy_set, "status": self.status,
                     "exec_info": lambda: exec_info(ctx.spec, ctx.processes)}
         vet_peer = None

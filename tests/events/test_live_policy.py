@@ -81,6 +81,18 @@ def test_startup_records_revision_one(env):
     assert env["events"].events[0].message == "policy loaded" and env["events"].events[0].revision == 1
 
 
+def test_a_revision_recorded_with_the_run_is_taken_over_not_recorded_again(env):
+    """The services record the policy's revision when the run starts (a short command may end
+    before the proxy is up); LivePolicy then takes that revision over."""
+    store, before = env["store"], env["store"].revisions("sb")
+    events = ListRecorder()
+    live = LivePolicy(store=store, sandbox="sb", run_id=env["run_id"], policy=env["live"].policy, yaml_text=BASE,
+                      prepare=env["proxy"].prepare, recorder=events, revision=1, sha256=env["live"].sha256)
+    assert (live.revision, live.sha256) == (1, env["live"].sha256)
+    assert store.revisions("sb") == before and events.events == []
+    assert live.show()["live"] and live.show()["revision"] == 1
+
+
 def test_denied_agent_gets_one_proposal_per_host_port_and_approval_lets_the_next_request_through(env):
     proxy = env["proxy"]
     recorder = StoreRecorder("sb", env["run_id"], db_path=env["db"]).start()

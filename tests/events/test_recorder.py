@@ -117,6 +117,31 @@ def test_the_writer_prunes_by_retention(db, run_id):
         assert [r.class_uid for r in s.events("sb")] == [4001] and s.events("sb")[0].time_ms > 1
 
 
+def test_the_writer_prunes_as_it_starts_not_at_its_first_interval(db, run_id):
+    """A short command's run must not pay for pruning at its end: the first round runs at once."""
+    with Store(db) as s:
+        s.insert_batch([("sb", None, 1, 4001, "allowed", 0, "{}")])
+    rec = StoreRecorder("sb", run_id, db_path=db, batch_interval_s=60, retention=Retention(max_age_s=3600)).start()
+    try:
+        deadline = time.monotonic() + 10
+        with Store(db) as s:
+            while s.events("sb") and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert s.events("sb") == [] and rec.stats()["pruned"] == 1
+    finally:
+        rec.close()
+
+
+def test_a_shared_store_is_used_and_left_open(db, run_id):
+    with Store(db) as store:
+        rec = StoreRecorder("sb", run_id, store=store).start()
+        rec.record(allow())
+        rec.close()
+        assert rec.stats()["committed"] == 1
+        assert [r.class_uid for r in store.events("sb")] == [4001]  # still open: the caller closes it
+        assert store.run(run_id).allowed == 1
+
+
 def test_a_bad_event_is_skipped_not_fatal(db, run_id):
     rec = StoreRecorder("sb", run_id, db_path=db).start()
     rec.record("not an event")  # type: ignore[arg-type]

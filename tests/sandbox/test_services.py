@@ -33,6 +33,11 @@ def test_the_run_ends_with_the_stores_connection_left_open_and_nothing_lost(sand
                             text=True, timeout=60)
     [run] = json.loads(listed.stdout)
     assert (run["name"], run["status"], run["policy_revision"]) == ("left-open", "exited 0", 1)
+    logs = subprocess.run([*sandbox.prefix, "logs", "left-open", "--json"], env=sandbox.env, capture_output=True,
+                          text=True, timeout=60)
+    events = [json.loads(line) for line in logs.stdout.splitlines()]
+    assert [e.get("message") for e in events if "policy" in e.get("message", "")] == ["policy loaded"]
+    assert [e["activity_name"] for e in events if e["class_uid"] == 1007] == ["Launch", "Terminate"]
 
 
 def test_services_that_cannot_start_end_the_sandbox_with_125(sandbox):
