@@ -275,7 +275,7 @@ class Supervisor(Struct):
         files = {CA_FILE: ca.certificate_pem, BUNDLE_FILE: ca.bundle_pem}
         if spec.isolation == LANDLOCK_ONLY:
             _write_tls_files(spec.ca_dir, files)
-        setup = self._await_ready(ctl, status_r, wake_r)
+        setup = self._await_ready(ctl, status_r, wake_r, launcher=spec.isolation == NAMESPACES)
         if setup is None:
             return self._finish(status_r)
         listener = host_listener or setup.listener
@@ -306,14 +306,16 @@ class Supervisor(Struct):
         self._loop(spec, ctl, status_r, wake_r, processes, services)
         return self._finish(status_r)
 
-    def _await_ready(self, ctl: socket.socket, status_r: int, wake_r: int) -> _Setup | None:
-        """Collect the listener, /proc and the facts; None when setup failed (or was interrupted)."""
+    def _await_ready(self, ctl: socket.socket, status_r: int, wake_r: int, *, launcher: bool) -> _Setup | None:
+        """Collect /proc and the facts from init and, with `launcher` (namespaces), the listener
+        and init's pid from the launcher; None when setup failed (or was interrupted). The two
+        processes write to the channel independently: init's "ready" can come first."""
         setup = _Setup()
         deadline = time.monotonic() + SETUP_TIMEOUT
         with selectors.DefaultSelector() as sel:
             sel.register(ctl, selectors.EVENT_READ, "ctl")
             sel.register(wake_r, selectors.EVENT_READ, "signal")
-            while setup.facts is None:
+            while setup.facts is None or setup.procfs is None or (launcher and setup.init_pid is None):
                 events = sel.select(max(0.0, deadline - time.monotonic()))
                 if not events:
                     self.failures.append(SetupError("setup", f"the sandbox was not ready after {SETUP_TIMEOUT:.0f}s"))

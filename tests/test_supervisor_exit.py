@@ -66,3 +66,27 @@ def test_an_unsettled_end_waits_for_the_launcher(case):
 @pytest.mark.parametrize("data", [{}, {"code": "0"}, {"code": True}, {"code": None}, [0], None])
 def test_a_malformed_message_records_nothing(data):
     assert _exited(data) == []
+
+
+@pytest.mark.parametrize("launcher", [True, False])
+def test_ready_waits_for_the_launchers_message_that_init_may_overtake(launcher):
+    """The launcher sends the listener and init's pid after forking init, and init sends /proc
+    and "ready" on the same channel: under load init's messages can come first (seen as an
+    AssertionError traceback, exit 1). The supervisor waits for every part."""
+    import socket
+
+    from stockade.isolation import channel
+
+    ours, theirs = socket.socketpair()
+    listener, wake_r = socket.socket(), os.pipe()[0]
+    try:
+        channel.send(theirs, "procfs", fds=(os.open("/proc", os.O_PATH | os.O_DIRECTORY),))
+        channel.send(theirs, "ready", {"landlock_abi": 1})
+        if launcher:
+            channel.send(theirs, "launcher", {"init_pid": 4242}, fds=(listener.fileno(),))
+        setup = Supervisor(RunOptions(argv=("true",)))._await_ready(ours, -1, wake_r, launcher=launcher)
+        assert setup is not None and setup.facts == {"landlock_abi": 1} and setup.procfs is not None
+        assert (setup.init_pid, setup.listener is not None) == ((4242, True) if launcher else (None, False))
+    finally:
+        for sock in (ours, theirs, listener):
+            sock.close()
