@@ -10,7 +10,8 @@ installed (httpx's dependencies install it), only for the type introspection its
 which stockade never calls; typing_extensions in turn imports inspect (~18 ms).
 
 So `_core` is imported alone, under a bare stand-in for its package, with typing_extensions
-hidden (it then uses typing's equivalents); both stand-ins are gone afterwards, and a later
+hidden (it then uses typing's equivalents) and, on Python 3.11, a stand-in for the platform
+module its uuid import asks one question; the stand-ins are gone afterwards, and a later
 `import msgspec` loads the whole package around the same `_core`. Unless msgspec is already
 loaded (or typing_extensions, which is then left alone), or another thread could be importing
 either at that moment.
@@ -18,6 +19,7 @@ either at that moment.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import types
 
@@ -38,14 +40,29 @@ def _msgspec_core() -> types.ModuleType:
 
     package = types.ModuleType("msgspec", "stand-in while msgspec._core loads (stockade/records.py)")
     package.__path__ = _package_path("msgspec")
-    hidden = None if "typing_extensions" in sys.modules else stand_in("typing_extensions", None)
-    with stand_in("msgspec", package):
-        if hidden is None:
-            import msgspec._core
-        else:
-            with hidden:
-                import msgspec._core
+    with contextlib.ExitStack() as stack:  # (typing, which msgspec needs, imports contextlib)
+        stack.enter_context(stand_in("msgspec", package))
+        if "typing_extensions" not in sys.modules:
+            stack.enter_context(stand_in("typing_extensions", None))
+        platform = _uuids_platform()
+        if platform is not None:
+            stack.enter_context(stand_in("platform", platform))
+        import msgspec._core
     return sys.modules["msgspec._core"]
+
+
+def _uuids_platform() -> types.ModuleType | None:
+    """`_core` imports uuid, and Python 3.11's uuid imports platform (~3 ms) only to call
+    `platform.system()` once; from 3.12 it reads sys.platform on Linux instead. This stand-in
+    answers that call as platform does (the kernel's name, from uname)."""
+    if sys.version_info >= (3, 12) or not sys.platform.startswith("linux") or "uuid" in sys.modules \
+            or "platform" in sys.modules:
+        return None
+    import os
+
+    module = types.ModuleType("platform", "stand-in while uuid loads (stockade/records.py)")
+    module.system = lambda: os.uname().sysname  # type: ignore[attr-defined]
+    return module
 
 
 def _package_path(name: str) -> list[str]:

@@ -43,6 +43,20 @@ def test_only_msgspecs_core_is_loaded_and_the_package_imports_whole_later():
                                     '{"a":1,"B":[]} P(a=2, b=[3])']
 
 
+@pytest.mark.skipif(sys.version_info >= (3, 12) or not sys.platform.startswith("linux"),
+                    reason="only Python 3.11's uuid imports platform")
+def test_uuid_loads_without_platform_and_answers_as_with_it():
+    out = _fresh(
+        "import sys\n"
+        "import stockade.records\n"
+        "import uuid\n"
+        "print('platform' in sys.modules, uuid._LINUX, uuid._AIX)\n"
+        "import platform\n"
+        "print(platform.__file__.endswith('platform.py'), platform.system() == uuid.platform.system(),\n"
+        "      uuid.UUID(int=5).int, uuid.uuid4().version)\n")
+    assert out.split("\n")[:2] == ["False True False", "True True 5 4"]
+
+
 def test_msgspec_loaded_first_is_used_as_it_is():
     out = _fresh("import msgspec, sys\nimport stockade.records as r\n"
                  "print(sys.modules['msgspec'] is msgspec, r.Struct is msgspec.Struct)")
