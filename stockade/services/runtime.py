@@ -158,21 +158,21 @@ class Services:
             self._finish_run()
 
     def _open(self) -> None:
-        """Before the command starts: the imports, the store, the policy's hash (the main thread
-        is waiting for the sandbox meanwhile)."""
+        """Before the command starts: the imports and the store (the main thread is waiting for
+        the sandbox meanwhile). Not the policy's hash: hashlib loads OpenSSL (~4 ms holding the
+        GIL), which would hold up the main thread's answer to the sandbox's "ready"."""
         from ..events.recorder import StoreRecorder  # noqa: F401 - imported now, used by _register
         from ..events.store import Store
         from ..events.types import ProcessEvent  # noqa: F401 - for started() and the exit
-        from ..policy.canonical import policy_sha256
 
         self.store = Store.open_default()
-        self._policy_sha256 = policy_sha256(self.policy)
 
     def _register(self) -> None:
         """The run, its policy revision and the recorder (no asyncio needed yet), while the
         command starts: LivePolicy takes the revision over when the services come up."""
         from ..events.recorder import StoreRecorder
         from ..events.types import ConfigEvent
+        from ..policy.canonical import policy_sha256
 
         self.run_id = self.store.start_run(self.sandbox, pid=os.getpid(), command=self.spec.argv,
                                            policy_source=self.policy.source, started_ms=self.started_ms)
@@ -183,7 +183,8 @@ class Services:
             pending, self._pending = self._pending, []
         for event in pending:
             recorder.record(event)
-        policy, sha, text = self.policy, self._policy_sha256, self.inputs.policy_text
+        self._policy_sha256 = sha = policy_sha256(self.policy)
+        policy, text = self.policy, self.inputs.policy_text
         if text is None:  # a Policy given as an object (the API), not loaded from a text
             from ..policy.canonical import dump_policy
 
