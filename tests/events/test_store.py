@@ -270,3 +270,23 @@ def test_a_store_left_open_ends_with_its_process_and_the_next_one_takes_up_the_w
         assert s.integrity_check() == "ok"
         assert [(s.run(i).sandbox, s.run(i).status) for i in (1, 2)] == [("left", "exited")] * 2
     assert not wal.exists()  # a plain close still checkpoints
+
+
+def test_stores_left_open_keep_the_wal_small(db):
+    """Runs that end with leave_open never checkpoint by closing: the automatic checkpoints
+    keep the WAL (which the next run's first reader takes up) small."""
+    code = textwrap.dedent("""
+        import os, sys
+        from stockade.events.store import Store
+        s = Store(sys.argv[1])
+        for i in range(40):
+            run = s.start_run("left", pid=1, command=["x" * 3000])
+            s.finish_run(run, status="exited", exit_code=0)
+        s.leave_open()
+        os._exit(0)
+    """)
+    for _ in range(5):
+        subprocess.run([sys.executable, "-c", code, str(db)], check=True, timeout=60)
+    assert db.with_name(db.name + "-wal").stat().st_size < 2**20  # SQLite's default lets it reach ~4 MB
+    with Store(db) as s:
+        assert s.integrity_check() == "ok" and s.latest_run("left").id == 200
