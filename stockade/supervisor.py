@@ -29,7 +29,7 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, EXIT_STOCKADE_FAILURE, EXIT_TIMEOUT, StockadeError
-from .isolation import channel, gcpause
+from .isolation import channel, gcpause, record
 from .isolation.channel import SetupError
 from .isolation.environment import BUNDLE_FILE, CA_FILE
 from .isolation.spec import LANDLOCK_ONLY, NAMESPACES, SandboxSpec
@@ -195,7 +195,7 @@ class Supervisor(Struct):
         code, status = EXIT_STOCKADE_FAILURE, "failed"
         try:
             try:
-                channel.send(ctl, "spec", blob=_pickle(spec))
+                channel.send(ctl, "spec", blob=record.dumps(spec))
             except OSError:
                 return self._finish(status_r)  # the child died during its setup: it says why
             services = start_services(self.name, self.policy, spec, self.inputs)
@@ -486,12 +486,6 @@ def _failure(err: SetupError) -> CommandFailed:
         cause, fix = diagnose_userns(err.errno, userns_sysctls())
         return CommandFailed(f"cannot create the sandbox: {cause} ({err.message})", EXIT_STOCKADE_FAILURE, fix)
     return CommandFailed(f"sandbox setup failed ({err.layer}): {err.message}", EXIT_STOCKADE_FAILURE)
-
-
-def _pickle(spec: SandboxSpec) -> bytes:
-    import pickle
-
-    return pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _write_tls_files(directory: str, files: dict[str, bytes]) -> None:

@@ -89,7 +89,7 @@ def test_the_run_path_does_not_import_dataclasses_or_typing_extensions():
         "import stockade.cli.runfast, stockade.supervisor, stockade.isolation.prepare\n"
         "import stockade.policy.default as d\n"
         "d.default_policy()\n"
-        "print(sorted(m for m in ('dataclasses', 'typing_extensions', 'inspect', 'cryptography', 'yaml')"
+        "print(sorted(m for m in ('dataclasses', 'typing_extensions', 'inspect', 'cryptography', 'yaml', 'pickle')"
         " if m in sys.modules))\n")
     assert out.strip() == "[]"
 
@@ -102,6 +102,6 @@ def test_the_launcher_imports_neither_msgspec_nor_the_supervisors_modules():
         "import stockade.cli.runfast, stockade.isolation.prefork, stockade.isolation.camint\n"
         "from stockade.isolation import launcher\n"
         "launcher._preload()\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('msgspec', 'dataclasses', 'inspect')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('msgspec', 'dataclasses', 'inspect', 'pickle')\n"
         "             or m in ('stockade.records', 'stockade.errors', 'stockade.policy')))\n")
     assert out.strip() == "[]"

@@ -16,12 +16,11 @@ In the landlock-only mode there is no launcher: the supervisor's child becomes i
 from __future__ import annotations
 
 import os
-import pickle
 import signal
 import socket
 from typing import TYPE_CHECKING, NoReturn
 
-from . import channel, gcpause, libc, namespaces
+from . import channel, gcpause, libc, namespaces, record
 from .channel import SetupError, report_failure
 from .spec import NAMESPACES, Early, SandboxSpec
 
@@ -96,7 +95,8 @@ def _receive_spec(ctl: socket.socket) -> SandboxSpec:
     msg = channel.recv(ctl)
     if msg is None or msg.kind != "spec":
         os._exit(EXIT_SETUP)  # the supervisor gave up before the sandbox started (it says why)
-    return pickle.loads(msg.blob)
+    spec: SandboxSpec = record.loads(msg.blob)
+    return spec
 
 
 def _launcher(early: Early, ctl: socket.socket, status_fd: int) -> NoReturn:

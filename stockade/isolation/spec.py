@@ -1,7 +1,7 @@
 """Everything the sandbox's processes need, decided by the supervisor.
 
 Plain data. `Early` is what the launcher knows when it is forked, before the policy is loaded;
-the SandboxSpec is sent to it (pickled) once the supervisor has decided it. Init and the
+the SandboxSpec is sent to it (record.dumps) once the supervisor has decided it. Init and the
 command's pre-exec code are forks of the launcher, not new interpreters: they read the spec
 from their copy of its memory.
 

@@ -95,3 +95,40 @@ def test_the_spec_is_a_record_and_defining_the_records_compiles_nothing():
             "print(calls)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_dumps_and_loads_carry_the_real_spec_without_pickle():
+    """The spec crosses from the supervisor to the launcher with record.dumps (marshal)."""
+    import os
+
+    from stockade.isolation import record
+    from stockade.isolation.prepare import Request, prepare
+    from stockade.policy.loader import load_policy_text
+
+    policy = load_policy_text(
+        "version: 1\nfilesystem_policy:\n  include_workdir: true\n  read_only: [/usr, /etc]\n"
+        "  read_write: [/tmp]\nprocess:\n  run_as_user: nobody\n  seccomp:\n    allow: [memfd_create]\n", "t.yaml")
+    spec = prepare(Request(argv=("sh", "-c", "true"), policy=policy, name="rec", workdir=os.getcwd(),
+                           isolation="namespaces", env_overrides=(("K", "v"),), hidden_files=("/etc/hostname",)),
+                   state_dir="/nonexistent/state").spec
+    back = record.loads(record.dumps(spec))
+    assert back == spec and type(back) is type(spec)
+    assert type(back.plan.steps[0]) is type(spec.plan.steps[0]) and type(back.seccomp[0]) is type(spec.seccomp[0])
+    assert back.env == spec.env and back.plan.binds == spec.plan.binds
+
+
+def test_dumps_refuses_what_it_cannot_carry_and_loads_only_builds_records():
+    import marshal
+
+    from stockade.isolation import record
+
+    class Other:
+        pass
+
+    with pytest.raises(TypeError, match="cannot carry a list"):
+        record.dumps(Grant("/a", True, [1]))  # lists stand for records in the encoding
+    with pytest.raises(TypeError, match="cannot carry a Other"):
+        record.dumps((Other(),))
+    assert record.loads(record.dumps({"k": (Grant("/x", False), None, b"b", 1.5)})) == {"k": (Grant("/x", False), None, b"b", 1.5)}
+    with pytest.raises(TypeError, match="not a record class"):
+        record.loads(marshal.dumps(["os:system", "true"]))
