@@ -21,9 +21,16 @@ The hash is SHA-256 over a version tag and the canonical JSON encoded as UTF-8.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
+
+try:  # the interpreter's own SHA-256, hashlib's fallback: the same digest without OpenSSL
+    from _sha256 import sha256 as _sha256  # Python 3.11
+except ImportError:  # pragma: no cover - 3.12 renamed it; any other build: hashlib's
+    try:
+        from _sha2 import sha256 as _sha256  # type: ignore[no-redef]
+    except ImportError:
+        from hashlib import sha256 as _sha256  # type: ignore[assignment]
 
 from .model import Endpoint, Enforcement, L7Allow, NetworkRule, Policy, Protocol, Tls
 
@@ -166,5 +173,8 @@ def canonical_json(policy: Policy) -> str:
 
 
 def policy_sha256(policy: Policy) -> str:
-    """Lower-case hex SHA-256 of the canonical form; stable across map order and spelling."""
-    return hashlib.sha256(CANONICAL_TAG + canonical_json(policy).encode("utf-8")).hexdigest()
+    """Lower-case hex SHA-256 of the canonical form; stable across map order and spelling.
+
+    Not through hashlib, whose import loads OpenSSL's libcrypto (~4 ms holding the GIL): every
+    `stockade run` hashes its policy (a few KB) while its command starts."""
+    return _sha256(CANONICAL_TAG + canonical_json(policy).encode("utf-8")).hexdigest()

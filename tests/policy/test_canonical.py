@@ -109,3 +109,22 @@ def test_generated_policies_round_trip(rules):
                  f"    binaries: [{', '.join('{ path: ' + repr(b) + ' }' for b in binaries)}]\n")
     p = load(network(body) if body else "version: 1\n")
     assert load(dump_policy(p)) == p
+
+
+def test_the_hash_is_hashlibs_sha256_and_does_not_load_openssl():
+    """policy_sha256 uses the interpreter's own SHA-256 (hashlib loads libcrypto, ~4 ms at
+    every `stockade run`): the same digest, pinned against hashlib here."""
+    import hashlib
+    import subprocess
+    import sys
+
+    from stockade.policy import canonical
+    from stockade.policy.default import default_policy
+
+    policy = default_policy()
+    expected = hashlib.sha256(canonical.CANONICAL_TAG + canonical_json(policy).encode("utf-8")).hexdigest()
+    assert policy_sha256(policy) == expected
+    out = subprocess.run([sys.executable, "-c", "import sys\nfrom stockade.policy.canonical import policy_sha256\n"
+                          "from stockade.policy.default import default_policy\npolicy_sha256(default_policy())\n"
+                          "print('_hashlib' in sys.modules)"], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
