@@ -52,3 +52,30 @@ def test_a_key_file_outside_the_policy_is_kept_out_by_landlock(sandbox):
                          args=("-q", "--isolation", "landlock", "--inference-routes", routes_with_key(sandbox, key)))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == "EACCES"
+
+
+def test_a_stored_routes_key_stays_out_and_an_unreadable_store_stops_the_run(sandbox):
+    """The key a stored route names is withheld from the command, and a store whose routes
+    cannot be read ends the run before anything starts (fail closed)."""
+    import subprocess
+
+    added = subprocess.run([*sandbox.prefix, "inference", "set", "--name", "o", "--protocol", "openai",
+                            "--base-url", "http://127.0.0.1:9/v1", "--api-key-env", "STOCKADE_TEST_KEY"],
+                           env=sandbox.env, capture_output=True, text=True, timeout=60)
+    assert added.returncode == 0, added.stderr
+    sandbox.extra_env["STOCKADE_TEST_KEY"] = "sk-stored-secret"
+    try:
+        result = sandbox.run(["sh", "-c", 'printf "%s" "$STOCKADE_TEST_KEY"'])
+        assert result.returncode == 0, result.stderr
+        assert result.stdout and "sk-stored-secret" not in result.stdout  # a placeholder instead
+        db = sandbox.state / "stockade" / "stockade.db"
+        for suffix in ("-wal", "-shm"):
+            db.with_name(db.name + suffix).unlink(missing_ok=True)
+        db.write_bytes(b"not a database" * 512)
+        marker = sandbox.work / "ran"
+        result = sandbox.run(["/usr/bin/touch", str(marker)])
+        assert result.returncode == 125, result.stderr
+        assert "cannot read the inference routes" in result.stderr and not marker.exists()
+        assert "sk-stored-secret" not in result.stderr + result.stdout
+    finally:
+        del sandbox.extra_env["STOCKADE_TEST_KEY"]
