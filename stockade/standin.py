@@ -3,7 +3,7 @@ hidden (None: importing it raises ImportError); afterwards whatever was there be
 nothing, and a later import loads the real module.
 
 stockade uses them to keep unused eager imports of its dependencies off the critical path of
-`stockade run` (records.py: msgspec's package and typing_extensions; isolation/libc.py:
+`stockade run` (records.py: msgspec's package, typing_extensions, platform for uuid; isolation/libc.py:
 ctypes.util; isolation/landlock.py: landlockpy.testing). Imports nothing: the launcher uses it.
 """
 

@@ -172,7 +172,7 @@ class Store:
         last connection checkpoints the WAL into the database file with two fsyncs (~3 ms at the
         end of every run on a small machine). SQLite is built to be killed at any moment: what
         was committed is in the WAL, the next connection takes it up, and the WAL stays bounded
-        by the automatic checkpoints (~1,000 pages) and by the closes of other commands."""
+        by the automatic checkpoints (WAL_AUTOCHECKPOINT_PAGES) and by other commands' closes."""
         with self._lock:
             _LEFT_OPEN.append(self._conn)
 

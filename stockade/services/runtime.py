@@ -159,8 +159,7 @@ class Services:
 
     def _open(self) -> None:
         """Before the command starts: the imports and the store (the main thread is waiting for
-        the sandbox meanwhile). Not the policy's hash: hashlib loads OpenSSL (~4 ms holding the
-        GIL), which would hold up the main thread's answer to the sandbox's "ready"."""
+        the sandbox meanwhile, and must get the GIL back at once when it answers "ready")."""
         from ..events.recorder import StoreRecorder  # noqa: F401 - imported now, used by _register
         from ..events.store import Store
         from ..events.types import ProcessEvent  # noqa: F401 - for started() and the exit
