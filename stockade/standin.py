@@ -20,30 +20,29 @@ class stand_in:  # noqa: N801 - used like a function: `with stand_in(name, modul
     """While the block runs, the module `name` (in sys.modules and as its package's attribute)
     is `module`."""
 
-    __slots__ = ("name", "module", "_real")
+    __slots__ = ("name", "module", "_package", "_attribute", "_real")
 
     def __init__(self, name: str, module: ModuleType | None) -> None:
         self.name, self.module = name, module
+        self._package, _, self._attribute = name.rpartition(".")
 
     def __enter__(self) -> None:
-        package, _, attribute = self.name.rpartition(".")
         self._real = sys.modules.get(self.name)
         sys.modules[self.name] = self.module  # type: ignore[assignment]  # None hides it
-        if self.module is not None and package in sys.modules:
-            setattr(sys.modules[package], attribute, self.module)
+        if self.module is not None and self._package in sys.modules:
+            setattr(sys.modules[self._package], self._attribute, self.module)
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
-        package, _, attribute = self.name.rpartition(".")
         real = self._real
         if self.name in sys.modules and sys.modules[self.name] is self.module:
             if real is None:
                 del sys.modules[self.name]
             else:
                 sys.modules[self.name] = real
-        parent = sys.modules.get(package)
-        if self.module is not None and parent is not None and getattr(parent, attribute, None) is self.module:
+        parent = sys.modules.get(self._package)
+        if self.module is not None and parent is not None and getattr(parent, self._attribute, None) is self.module:
             if real is None:
-                delattr(parent, attribute)
+                delattr(parent, self._attribute)
             else:
-                setattr(parent, attribute, real)
+                setattr(parent, self._attribute, real)

@@ -129,7 +129,7 @@ def _stored_routes() -> tuple[Route, ...]:
     path = db_path()
     if not os.path.exists(path):
         return ()
-    uri_path = str(path).replace("%", "%25").replace("?", "%3f").replace("#", "%23")  # URI syntax
+    uri_path = path.replace("%", "%25").replace("?", "%3f").replace("#", "%23")  # URI syntax
     try:
         conn = sqlite3.connect(f"file:{uri_path}?mode=ro", uri=True, timeout=10)
         try:

@@ -171,7 +171,7 @@ class Services:
         command starts: LivePolicy takes the revision over when the services come up."""
         from ..events.recorder import StoreRecorder
         from ..events.types import ConfigEvent
-        from ..policy.canonical import policy_sha256
+        from ..policy.canonical import dump_policy, policy_sha256
 
         self.run_id = self.store.start_run(self.sandbox, pid=os.getpid(), command=self.spec.argv,
                                            policy_source=self.policy.source, started_ms=self.started_ms)
@@ -185,8 +185,6 @@ class Services:
         self._policy_sha256 = sha = policy_sha256(self.policy)
         policy, text = self.policy, self.inputs.policy_text
         if text is None:  # a Policy given as an object (the API), not loaded from a text
-            from ..policy.canonical import dump_policy
-
             text = dump_policy(policy)
         self._revision = self.store.add_revision(self.sandbox, yaml_text=text, sha256=sha, source=policy.source,
                                                  run_id=self.run_id).revision
