@@ -137,6 +137,8 @@ async def _serve(engine, listener: socket.socket, kwargs: dict, recorder) -> Non
     from ..network.pipeline import PolicyHolder
     from ..network.server import ProxyServer
     server = ProxyServer(PolicyHolder(engine), recorder=recorder, **kwargs)
+    if server.limit_notice:
+        click.echo(f"stockade proxy: {server.limit_notice}", err=True)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.close()))

@@ -7,7 +7,9 @@ is answered, never silently dropped: the status code a client sees is noted next
 
 from __future__ import annotations
 
-from ..records import Struct
+import resource
+
+from ..records import Struct, replace
 
 
 class Limits(Struct, frozen=True):
@@ -54,3 +56,45 @@ class Limits(Struct, frozen=True):
 
 
 DEFAULT_LIMITS = Limits()
+
+
+# Descriptors the proxy's process holds besides its connections: the listener, the state store
+# and its WAL, a log file, the control socket and its clients, helper pipes, the inference
+# backends' kept-alive connections, and a connection being refused with a 503.
+RESERVED_DESCRIPTORS = 128
+
+
+def descriptors_needed(limits: Limits) -> int:
+    """Each client connection holds up to two descriptors (itself and its upstream), each
+    pooled idle upstream one."""
+    return 2 * limits.max_connections + limits.pool_total + RESERVED_DESCRIPTORS
+
+
+def fit_to_descriptors(limits: Limits, available: int) -> Limits:
+    """The limits, with fewer connections when `available` descriptors cannot hold them all.
+
+    Past the open-file limit accept() fails with EMFILE, and the event loop drops connections
+    without a word (libuv accepts and closes them to drain the backlog): nothing is answered or
+    recorded. Within the fitted limits the proxy answers 503 too_many_connections instead."""
+    if descriptors_needed(limits) <= available:
+        return limits
+    budget = max(available - RESERVED_DESCRIPTORS, 3)
+    pool = min(limits.pool_total, budget // 8)
+    return replace(limits, max_connections=max((budget - pool) // 2, 1), pool_total=pool,
+                   pool_per_key=min(limits.pool_per_key, pool))
+
+
+def raise_descriptor_limit(limits: Limits) -> int:
+    """Raise this process's soft RLIMIT_NOFILE toward what `limits` need, within the hard limit
+    (desktops often start processes at 1,024), and return the soft limit now in force. Processes
+    forked before keep theirs: the sandboxed command is forked before the proxy starts."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = descriptors_needed(limits)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        raised = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+        except (ValueError, OSError):
+            pass
+    return soft if soft != resource.RLIM_INFINITY else wanted

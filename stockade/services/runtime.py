@@ -227,6 +227,8 @@ class Services:
             self.holder, identity=self._identity(), leaf_cache=leaves, secrets=inputs.secrets,
             recorder=recorder, upstream_tls=leaves.upstream_context(inputs.upstream_ca),
             inference=self.router.handle_channel)
+        if self.server.limit_notice:
+            _warn(self.server.limit_notice)
         await self.server.start(ctx.listener)
 
         from ..control import ControlServer

@@ -79,3 +79,16 @@ def test_how_the_run_ended_is_recorded(sandbox, command, code, status):
                             text=True, timeout=60)
     [run] = json.loads(listed.stdout)
     assert (run["status"], run["exit_code"]) == (status, code)
+
+
+def test_the_command_keeps_the_open_file_limit_it_was_started_with(sandbox):
+    """The proxy raises its process's soft open-file limit toward what 1,024 connections need;
+    the command, forked before the proxy starts, keeps the limit stockade was started with."""
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    result = sandbox.run(["sh", "-c", "ulimit -n"],
+                         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (300, hard)))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "300"
+    assert "open-file limit" not in result.stderr  # raised within the hard limit: nothing to say
