@@ -24,6 +24,8 @@ from .common import STOCKADE, Table, ensure_tool, median, ratio
 PROXY_ADDR = "10.77.0.1"  # the first address new_address() hands out is 10.77.0.2
 HTTP_PORT, SINK_PORT, TLS_PORT = 8080, 9000, 8443
 STOCKADE_PORT, SQUID_PORT, TINYPROXY_PORT = 3128, 3129, 3130
+# The bare relays of bench/relay.py: references for the CONNECT bulk table, not peers.
+REFERENCE_RELAYS = {"bare relay, copy": ("copy", 3131), "bare relay, splice": ("splice", 3132)}
 
 POLICY = f"""\
 version: 1
@@ -61,6 +63,7 @@ class Lab:
         self.origin = self.net.new_address()
         self.python = sys.executable
         self.proxies: dict[str, int] = {}
+        self.references: dict[str, int] = {}
         self.skipped: dict[str, str] = {}
         self._start_origins()
 
@@ -103,12 +106,17 @@ class Lab:
                 continue
             self.net.spawn(peer.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self.proxies[peer.name] = port
-        for name, port in list(self.proxies.items()):
-            try:
-                wait_for_port(self.net, PROXY_ADDR, port, timeout=20)
-            except RuntimeError as exc:
-                self.skipped[name] = str(exc)
-                del self.proxies[name]
+        for name, (mode, port) in REFERENCE_RELAYS.items():
+            self.net.spawn([self.python, "-m", "bench.relay", mode, PROXY_ADDR, str(port)],
+                           cwd=self._repo(), stdout=subprocess.DEVNULL)
+            self.references[name] = port
+        for started in (self.proxies, self.references):
+            for name, port in list(started.items()):
+                try:
+                    wait_for_port(self.net, PROXY_ADDR, port, timeout=20)
+                except RuntimeError as exc:
+                    self.skipped[name] = str(exc)
+                    del started[name]
 
 
 # -- forward HTTP -------------------------------------------------------------------------------
@@ -199,14 +207,16 @@ print(f"{total / elapsed / 1e6:.1f}")
 """
 
 
-def connect_bulk(lab: Lab, total: int = 1 << 30, rounds: int = 3) -> Table:
+def connect_bulk(lab: Lab, total: int = 1 << 30, rounds: int = 5) -> Table:
     """1 GiB over one connection per path; `rounds` rounds with the paths interleaved, the median
-    reported (one transfer on a shared machine swings by several times, the direct one most)."""
+    reported (one transfer on a shared machine swings by several times, the direct one most).
+    The bare relays (bench/relay.py) are the ceiling any relay has here."""
     table = Table(f"CONNECT tunnel bulk (one connection, 1 GiB; median of {rounds} interleaved rounds)",
-                  ["path", "MB/s", "min", "max", "ratio to direct"])
+                  ["path", "MB/s", "min", "max", "ratio to direct", "stockade ratio"])
     script = lab.workdir / "bulk.py"
     script.write_text(BULK_CLIENT)
-    paths = [("direct", "direct")] + [(n, f"{PROXY_ADDR}:{p}") for n, p in lab.proxies.items()]
+    relays = {**lab.proxies, **lab.references}
+    paths = [("direct", "direct")] + [(n, f"{PROXY_ADDR}:{p}") for n, p in relays.items()]
     rates: dict[str, list[float]] = {name: [] for name, _ in paths}
     for _ in range(rounds):
         for name, target in paths:
@@ -216,12 +226,17 @@ def connect_bulk(lab: Lab, total: int = 1 << 30, rounds: int = 3) -> Table:
                 table.note(f"{name}: failed: {out.stderr.strip().splitlines()[-1:]}")
                 continue
             rates[name].append(float(out.stdout.strip()))
-    direct = median(rates["direct"]) if rates["direct"] else float("nan")
+    middle = {name: median(got) for name, got in rates.items() if got}
+    direct, ours = middle.get("direct", float("nan")), middle.get("stockade", float("nan"))
     for name, got in rates.items():
         if got:
-            table.add(name, median(got), min(got), max(got), ratio(median(got), direct))
+            table.add(name, middle[name], min(got), max(got), ratio(middle[name], direct),
+                      ratio(ours, middle[name]) if name != "stockade" else "1.00x")
     for name, why in lab.skipped.items():
         table.note(f"{name} skipped: {why}")
+    table.note("bare relays (bench/relay.py): no policy, no log, no limits, a reference for what any "
+               "relay costs on this machine, not a peer; copy = uvloop Protocols as in stockade's raw "
+               "tunnel, splice = splice(2) through a pipe, a thread per direction")
     return table
 
 
