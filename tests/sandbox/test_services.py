@@ -87,8 +87,9 @@ def test_the_command_keeps_the_open_file_limit_it_was_started_with(sandbox):
     import resource
 
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    result = sandbox.run(["sh", "-c", "ulimit -n"],
-                         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (300, hard)))
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "300"
-    assert "open-file limit" not in result.stderr  # raised within the hard limit: nothing to say
+    for args in (("-q",), ("-q", "--isolation", "landlock")):
+        result = sandbox.run(["sh", "-c", "ulimit -n"], args=args,
+                             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (300, hard)))
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "300", args
+        assert "open-file limit" not in result.stderr  # raised within the hard limit: nothing to say
