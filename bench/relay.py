@@ -44,6 +44,8 @@ class _Side(asyncio.Protocol):
         self.peer.transport.write(data)  # type: ignore[union-attr]
 
     def eof_received(self) -> bool:
+        if self.peer is None:  # before the tunnel exists (a port probe): close
+            return False
         self.peer.transport.write_eof()  # type: ignore[union-attr]
         return True
 
