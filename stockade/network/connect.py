@@ -189,9 +189,13 @@ class ConnectHandler:
             raise ProxyError(ErrorResponse(
                 502, "tls_termination_unavailable", f"no certificate can be issued for {host}: "
                 f"{exc}", {"host": host, "port": port})) from None
+        try:
+            upstream_tls = await self.server.upstream_context()
+        except ProxyError:
+            upstream.close()
+            raise
         tls_client = TlsChannel(self.client, context, server_side=True)
-        tls_up = TlsChannel(upstream, self.server.upstream_tls, server_side=False,
-                            server_hostname=host)
+        tls_up = TlsChannel(upstream, upstream_tls, server_side=False, server_hostname=host)
         up_handshake = asyncio.ensure_future(tls_up.handshake(b"", self.limits.tls_handshake_timeout))
         try:
             await tls_client.handshake(first, self.limits.tls_handshake_timeout)

@@ -70,7 +70,7 @@ class ProxyServer:
         secrets: Any = None,
         recorder: Recorder | None = None,
         limits: Limits = DEFAULT_LIMITS,
-        upstream_tls: ssl.SSLContext | None = None,
+        upstream_tls: ssl.SSLContext | asyncio.Future[ssl.SSLContext] | None = None,
         inference: InferenceHandler | None = None,
         resolver: Resolver | None = None,
     ) -> None:
@@ -94,7 +94,9 @@ class ProxyServer:
             from .tls import upstream_context  # cryptography: only when no context is given
 
             upstream_tls = upstream_context()
-        self.upstream_tls = upstream_tls
+        # A future when the context is still being built in a thread as serving starts (the
+        # system roots take ~50 ms to parse): upstream_context() waits for it where TLS is needed.
+        self._upstream_tls = upstream_tls
         self.inference = inference
         self.pipeline = EgressPipeline(policy, resolver or SystemResolver(), limits, self.recorder)
         self.pool = UpstreamPool(limits)
@@ -153,6 +155,19 @@ class ProxyServer:
                 self.tunnels.discard(tunnel)
                 closed += 1
         return closed
+
+    async def upstream_context(self) -> ssl.SSLContext:
+        """The context TLS to upstreams is verified with (once built)."""
+        tls = self._upstream_tls
+        if isinstance(tls, ssl.SSLContext):
+            return tls
+        try:
+            self._upstream_tls = tls = await asyncio.shield(tls)
+        except Exception as exc:  # noqa: BLE001 - the services fail on the same error
+            raise ProxyError(ErrorResponse(
+                502, "upstream_tls_failed", f"the proxy's upstream TLS settings did not load: "
+                f"{exc}")) from None
+        return tls
 
     @property
     def sockets(self) -> list[socket.socket]:

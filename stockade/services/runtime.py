@@ -211,6 +211,8 @@ class Services:
     async def _start(self) -> None:
         ctx, inputs, recorder = self.ctx, self.inputs, self._recorder
         assert ctx is not None
+        import asyncio
+
         from ..inference import InferenceRouter, StoreRoutes
         from ..network.pipeline import PolicyHolder
         from ..network.server import ProxyServer
@@ -223,10 +225,12 @@ class Services:
         self.router = InferenceRouter(routes, recorder=recorder,
                                       environ=key_environment(os.environ, ctx.spec.env),
                                       key_files=ctx.spec.hidden_files)
+        # The system roots parse in a thread (~50 ms, without the GIL) while serving starts.
+        upstream_tls = asyncio.get_running_loop().run_in_executor(
+            None, leaves.upstream_context, inputs.upstream_ca)
         self.server = ProxyServer(
             self.holder, identity=self._identity(), leaf_cache=leaves, secrets=inputs.secrets,
-            recorder=recorder, upstream_tls=leaves.upstream_context(inputs.upstream_ca),
-            inference=self.router.handle_channel)
+            recorder=recorder, upstream_tls=upstream_tls, inference=self.router.handle_channel)
         if self.server.limit_notice:
             _warn(self.server.limit_notice)
         await self.server.start(ctx.listener)
@@ -250,6 +254,7 @@ class Services:
         self.control = ControlServer(control_socket_path(ctx.sandbox), handlers, sandbox=ctx.sandbox,
                                      recorder=recorder, vet_peer=vet_peer)
         await self.control.start()
+        await upstream_tls  # an unusable --upstream-ca fails the services, as before serving did
 
     def _identity(self) -> Any:
         from ..isolation.spec import LANDLOCK_ONLY

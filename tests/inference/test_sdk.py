@@ -154,7 +154,8 @@ def test_the_first_openai_chunk_arrives_while_the_backend_is_still_generating(bo
     first = next(iter(stream))
     # The backend holds its last events until released: nothing buffered the whole response.
     assert first.choices[0].delta.role == "assistant"
-    assert openai_backend.first_event_sent.is_set() and not openai_backend.finished.is_set()
+    # wait(): the backend's thread sets the flag just after its write, which the client may beat.
+    assert openai_backend.first_event_sent.wait(5) and not openai_backend.finished.is_set()
     openai_backend.release()
     rest = list(stream)
     assert rest[-1].choices[0].finish_reason == "stop" and openai_backend.finished.wait(5)

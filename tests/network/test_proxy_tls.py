@@ -54,15 +54,17 @@ def policy(port: int, ips: str, extra: str = "") -> str:
     """
 
 
-async def setup(net: Net, *, extra: str = L7, trust_upstream: bool = True, handler=None):
+async def setup(net: Net, *, extra: str = L7, trust_upstream: bool = True, handler=None,
+                upstream_tls=None):
     upstream_ca = trustme.CA()
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     upstream_ca.issue_cert("api.test").configure_cert(server_ctx)
     origin = await Origin(tls=server_ctx, **({"handler": handler} if handler else {})).start(net.a, 0)
     port = origin.server.sockets[0].getsockname()[1]
-    upstream_tls = ssl.create_default_context()
-    if trust_upstream:
-        upstream_ca.configure_trust(upstream_tls)
+    if upstream_tls is None:
+        upstream_tls = ssl.create_default_context()
+        if trust_upstream:
+            upstream_ca.configure_trust(upstream_tls)
     leaves = Leaves()
     proxy = await start_proxy(net.proxy, policy(port, f'"{net.a}"', extra),
                               resolver=MapResolver({"api.test": [net.a]}), leaf_cache=leaves,
@@ -122,6 +124,44 @@ def test_untrusted_upstream_is_a_502_inside_the_tunnel(net: Net):
         assert "certificate verify" in body["detail"] or "verification failed" in body["detail"]
         assert any(e.reason_code == "upstream_tls_failed" for e in proxy.events(NetworkEvent))
         assert origin.seen == []
+        await proxy.close()
+        await origin.close()
+    net.run(main)
+
+
+def test_a_terminated_tunnel_waits_for_an_upstream_context_still_being_built(net: Net):
+    """The services parse the system roots in a thread while serving starts: a terminated
+    tunnel that comes first waits for the context instead of failing or skipping verification."""
+    async def main():
+        building = asyncio.get_running_loop().create_future()
+        origin, port, proxy, leaves, upstream_ca = await setup(net, upstream_tls=building)
+        opening = asyncio.ensure_future(tunnel(proxy, port, leaves.client_context()))
+        await asyncio.sleep(0.3)
+        assert not opening.done()  # the client's handshake waits with the upstream's
+        built = ssl.create_default_context()
+        upstream_ca.configure_trust(built)
+        building.set_result(built)
+        w = await asyncio.wait_for(opening, 10)
+        await w.send(get("/v1/models", "api.test"))
+        assert (await w.response()).status == 200
+        await proxy.close()
+        await origin.close()
+    net.run(main)
+
+
+def test_an_upstream_context_that_failed_to_build_ends_only_terminated_tunnels(net: Net):
+    async def main():
+        building = asyncio.get_running_loop().create_future()
+        building.set_exception(ssl.SSLError("no usable certificate in the bundle"))
+        origin, port, proxy, leaves, _ = await setup(net, upstream_tls=building)
+        with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
+            w = await tunnel(proxy, port, leaves.client_context())
+            await w.send(get("/v1/models", "api.test"))
+            await w.response()
+        assert origin.seen == []
+        w = await Wire.open(proxy.host, proxy.port)  # the proxy still serves
+        await w.send(b"CONNECT api.test:1 HTTP/1.1\r\nHost: api.test:1\r\n\r\n")
+        assert (await w.response(head_request=True)).status == 403
         await proxy.close()
         await origin.close()
     net.run(main)
