@@ -284,7 +284,13 @@ class Supervisor(Struct):
                                      setup.init_pid or self.child)
         from .isolation.report import build_report, format_report
 
-        report = build_report(spec, prepared.notes, prepared.not_enforced, setup.facts, self.policy.source,
+        notes = prepared.notes
+        if not self.options.quiet:  # the notes are printed only
+            from .network.limits import expected_connection_limit_notice
+
+            connections = expected_connection_limit_notice()  # the proxy raises its limit later
+            notes += (connections,) if connections else ()
+        report = build_report(spec, notes, prepared.not_enforced, setup.facts, self.policy.source,
                               f"127.0.0.1:{listener.getsockname()[1]}")
         if not self.options.quiet:
             print(format_report(report), file=sys.stderr, flush=True)

@@ -84,17 +84,39 @@ def fit_to_descriptors(limits: Limits, available: int) -> Limits:
                    pool_per_key=min(limits.pool_per_key, pool))
 
 
+def reachable_descriptors(limits: Limits, soft: int, hard: int) -> int:
+    """The soft open-file limit `raise_descriptor_limit` reaches from (soft, hard)."""
+    wanted = descriptors_needed(limits)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return max(soft, wanted) if soft != resource.RLIM_INFINITY else wanted
+    return wanted if hard == resource.RLIM_INFINITY else max(soft, min(hard, wanted))
+
+
 def raise_descriptor_limit(limits: Limits) -> int:
     """Raise this process's soft RLIMIT_NOFILE toward what `limits` need, within the hard limit
     (desktops often start processes at 1,024), and return the soft limit now in force. Processes
     forked before keep theirs: the sandboxed command is forked before the proxy starts."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = descriptors_needed(limits)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        raised = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+    target = reachable_descriptors(limits, soft, hard)
+    if soft != resource.RLIM_INFINITY and target > soft:
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
-            soft = raised
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         except (ValueError, OSError):
-            pass
-    return soft if soft != resource.RLIM_INFINITY else wanted
+            return soft
+    return target
+
+
+def connection_limit_notice(limits: Limits, available: int) -> str | None:
+    """What to tell the user when `available` descriptors hold fewer connections than `limits`."""
+    fitted = fit_to_descriptors(limits, available)
+    if fitted is limits:
+        return None
+    return (f"the open-file limit ({available}, see `ulimit -Hn`) lets the proxy serve "
+            f"{fitted.max_connections} connections at once instead of {limits.max_connections}: "
+            f"{descriptors_needed(limits)} would serve all")
+
+
+def expected_connection_limit_notice(limits: Limits = DEFAULT_LIMITS) -> str | None:
+    """The notice a proxy started from this process will have (for a report before it starts)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return connection_limit_notice(limits, reachable_descriptors(limits, soft, hard))

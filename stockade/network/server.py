@@ -31,7 +31,8 @@ from .connect import ConnectHandler, RawTunnel
 from .exchange import answer
 from .forward import HandOver, ForwardSession, SwitchToConnect, UpstreamPool
 from .httphead import encode_request_head
-from .limits import DEFAULT_LIMITS, Limits, descriptors_needed, fit_to_descriptors, raise_descriptor_limit
+from .limits import (DEFAULT_LIMITS, Limits, connection_limit_notice, fit_to_descriptors,
+                     raise_descriptor_limit)
 from .pipeline import Caller, EgressPipeline, EngineSource
 from .relay import Channel
 from .responses import ErrorResponse, ProxyError, inference_unavailable
@@ -82,14 +83,8 @@ class ProxyServer:
         # Every proxy is built here (stockade proxy, a sandbox's services, tests): the open-file
         # limit is raised toward what the connection limits need, and they are fitted into it.
         available = raise_descriptor_limit(limits)
-        requested, limits = limits, fit_to_descriptors(limits, available)
-        self.limits = limits
-        self.limit_notice: str | None = None  # for the edges to print
-        if limits is not requested:
-            self.limit_notice = (
-                f"the open-file limit ({available}, see `ulimit -Hn`) lets the proxy serve "
-                f"{limits.max_connections} connections at once instead of "
-                f"{requested.max_connections}: {descriptors_needed(requested)} would serve all")
+        self.limit_notice = connection_limit_notice(limits, available)  # for the edges to print
+        self.limits = limits = fit_to_descriptors(limits, available)
         if upstream_tls is None:
             from .tls import upstream_context  # cryptography: only when no context is given
 

@@ -231,8 +231,6 @@ class Services:
         self.server = ProxyServer(
             self.holder, identity=self._identity(), leaf_cache=leaves, secrets=inputs.secrets,
             recorder=recorder, upstream_tls=upstream_tls, inference=self.router.handle_channel)
-        if self.server.limit_notice:
-            _warn(self.server.limit_notice)
         await self.server.start(ctx.listener)
 
         from ..control import ControlServer

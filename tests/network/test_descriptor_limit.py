@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from stockade.network.limits import (DEFAULT_LIMITS, RESERVED_DESCRIPTORS, Limits,
-                                     descriptors_needed, fit_to_descriptors)
+                                     connection_limit_notice, descriptors_needed,
+                                     fit_to_descriptors, reachable_descriptors)
 from tests.conftest import STOCKADE
 from tests.support.netns import TestNet, wait_for_port
 
@@ -40,6 +41,23 @@ def test_limits_are_fitted_into_the_descriptors_available(available: int):
 def test_a_hard_limit_of_1024_still_serves_hundreds():
     fitted = fit_to_descriptors(DEFAULT_LIMITS, 1024)
     assert 350 <= fitted.max_connections < 1024 and fitted.pool_total >= 100
+
+
+def test_the_limit_reached_is_what_is_needed_within_the_hard_limit_and_never_lower():
+    needed, inf = descriptors_needed(DEFAULT_LIMITS), resource.RLIM_INFINITY
+    assert reachable_descriptors(DEFAULT_LIMITS, 1024, 1 << 20) == needed
+    assert reachable_descriptors(DEFAULT_LIMITS, 1024, inf) == needed
+    assert reachable_descriptors(DEFAULT_LIMITS, 1024, 2000) == 2000
+    assert reachable_descriptors(DEFAULT_LIMITS, 512, 512) == 512
+    assert reachable_descriptors(DEFAULT_LIMITS, 5000, 8000) == 5000
+    assert reachable_descriptors(DEFAULT_LIMITS, inf, inf) == needed
+
+
+def test_the_notice_names_the_limit_and_what_it_allows():
+    assert connection_limit_notice(DEFAULT_LIMITS, descriptors_needed(DEFAULT_LIMITS)) is None
+    notice = connection_limit_notice(DEFAULT_LIMITS, 512)
+    assert notice == ("the open-file limit (512, see `ulimit -Hn`) lets the proxy serve 168 "
+                      "connections at once instead of 1024: 2432 would serve all")
 
 
 def _limits_after_raise(soft: int, hard: int, limits: str = "Limits()") -> tuple[int, int, int]:

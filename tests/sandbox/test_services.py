@@ -87,9 +87,19 @@ def test_the_command_keeps_the_open_file_limit_it_was_started_with(sandbox):
     import resource
 
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    for args in (("-q",), ("-q", "--isolation", "landlock")):
+    for args in ((), ("--isolation", "landlock")):
         result = sandbox.run(["sh", "-c", "ulimit -n"], args=args,
                              preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (300, hard)))
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == "300", args
         assert "open-file limit" not in result.stderr  # raised within the hard limit: nothing to say
+
+
+def test_a_hard_open_file_limit_too_low_for_the_proxy_is_in_the_report(sandbox):
+    import resource
+
+    result = sandbox.run(["sh", "-c", "ulimit -n"], args=(),
+                         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (512, 512)))
+    assert result.returncode == 0 and result.stdout.strip() == "512", result.stderr
+    report = result.stderr.splitlines()[0]
+    assert "the open-file limit (512" in report and "168 connections at once instead of 1024" in report
