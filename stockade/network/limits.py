@@ -87,9 +87,11 @@ def fit_to_descriptors(limits: Limits, available: int) -> Limits:
 def reachable_descriptors(limits: Limits, soft: int, hard: int) -> int:
     """The soft open-file limit `raise_descriptor_limit` reaches from (soft, hard)."""
     wanted = descriptors_needed(limits)
-    if soft == resource.RLIM_INFINITY or soft >= wanted:
-        return max(soft, wanted) if soft != resource.RLIM_INFINITY else wanted
-    return wanted if hard == resource.RLIM_INFINITY else max(soft, min(hard, wanted))
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    if soft >= wanted:
+        return soft  # never lowered
+    return wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
 
 
 def raise_descriptor_limit(limits: Limits) -> int:
