@@ -74,12 +74,17 @@ class _Client(_Side):
         self.head += data
         if b"\r\n\r\n" in self.head:
             self.transport.pause_reading()  # type: ignore[union-attr]
-            asyncio.ensure_future(self._dial())
+            self.dialing = asyncio.ensure_future(self._dial())  # referenced: tasks are weak
 
     async def _dial(self) -> None:
         head, early = self.head.split(b"\r\n\r\n", 1)
         loop = asyncio.get_running_loop()
-        _, upstream = await loop.create_connection(_Side, *_parse_target(head))
+        try:
+            _, upstream = await loop.create_connection(_Side, *_parse_target(head))
+        except (OSError, ValueError):
+            self.transport.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")  # type: ignore[union-attr]
+            self.transport.close()  # type: ignore[union-attr]
+            return
         upstream.peer, self.peer = self, upstream
         self.transport.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")  # type: ignore[union-attr]
         if early:
