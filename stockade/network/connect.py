@@ -176,7 +176,12 @@ class ConnectHandler:
     async def _terminate(self, authority: Authority, decision, upstream: Channel,  # noqa: ANN001
                          address, first: bytes) -> None:
         host, port = authority.host, authority.port
-        leaves = self.server.leaf_cache
+        try:
+            leaves = await self.server.leaves()
+            upstream_tls = await self.server.upstream_context()
+        except ProxyError:
+            upstream.close()
+            raise
         if leaves is None:
             upstream.close()
             raise ProxyError(ErrorResponse(
@@ -189,11 +194,6 @@ class ConnectHandler:
             raise ProxyError(ErrorResponse(
                 502, "tls_termination_unavailable", f"no certificate can be issued for {host}: "
                 f"{exc}", {"host": host, "port": port})) from None
-        try:
-            upstream_tls = await self.server.upstream_context()
-        except ProxyError:
-            upstream.close()
-            raise
         tls_client = TlsChannel(self.client, context, server_side=True)
         tls_up = TlsChannel(upstream, upstream_tls, server_side=False, server_hostname=host)
         up_handshake = asyncio.ensure_future(tls_up.handshake(b"", self.limits.tls_handshake_timeout))
@@ -227,7 +227,10 @@ class ConnectHandler:
         handler = self.server.inference
         if handler is None:
             return inference_unavailable(authority.host, authority.port)
-        leaves = self.server.leaf_cache
+        try:
+            leaves = await self.server.leaves()
+        except ProxyError as exc:
+            return exc.response
         if leaves is None:
             return ErrorResponse(503, "inference_unavailable",
                                  "inference.local needs TLS termination but there is no CA")

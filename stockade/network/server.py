@@ -77,7 +77,7 @@ class ProxyServer:
     ) -> None:
         self.policy = policy
         self.identity = identity  # an IdentityResolver, or None: binaries are not checked
-        self.leaf_cache = leaf_cache
+        self.leaf_cache = leaf_cache  # a LeafCache, None, or a future of one: leaves()
         self.secrets = secrets
         self.recorder: Recorder = recorder if recorder is not None else NullRecorder()
         # Every proxy is built here (stockade proxy, a sandbox's services, tests): the open-file
@@ -89,9 +89,7 @@ class ProxyServer:
             from .tls import upstream_context  # cryptography: only when no context is given
 
             upstream_tls = upstream_context()
-        # A future when the context is still being built in a thread as serving starts (the
-        # system roots take ~50 ms to parse): upstream_context() waits for it where TLS is needed.
-        self._upstream_tls = upstream_tls
+        self._upstream_tls = upstream_tls  # or a future: upstream_context()
         self.inference = inference
         self.pipeline = EgressPipeline(policy, resolver or SystemResolver(), limits, self.recorder)
         self.pool = UpstreamPool(limits)
@@ -151,18 +149,29 @@ class ProxyServer:
                 closed += 1
         return closed
 
+    # The TLS material may still be in the making in a thread when serving starts (the services
+    # import the TLS stack and parse the system roots, ~100 ms, while the first requests that
+    # need neither are served): a tunnel that needs it waits here.
+
+    async def leaves(self) -> Any:
+        """The leaf cache (None: there is no CA and nothing is terminated), once built."""
+        return await self._settle("leaf_cache", "tls_termination_unavailable")
+
     async def upstream_context(self) -> ssl.SSLContext:
-        """The context TLS to upstreams is verified with (once built)."""
-        tls = self._upstream_tls
-        if isinstance(tls, ssl.SSLContext):
-            return tls
+        """The context TLS to upstreams is verified with, once built."""
+        return await self._settle("_upstream_tls", "upstream_tls_failed")
+
+    async def _settle(self, attribute: str, error: str) -> Any:
+        value = getattr(self, attribute)
+        if not isinstance(value, asyncio.Future):
+            return value
         try:
-            self._upstream_tls = tls = await asyncio.shield(tls)
+            value = await asyncio.shield(value)
         except Exception as exc:  # noqa: BLE001 - the services fail on the same error
             raise ProxyError(ErrorResponse(
-                502, "upstream_tls_failed", f"the proxy's upstream TLS settings did not load: "
-                f"{exc}")) from None
-        return tls
+                502, error, f"the proxy's TLS settings did not load: {exc}")) from None
+        setattr(self, attribute, value)
+        return value
 
     @property
     def sockets(self) -> list[socket.socket]:

@@ -216,18 +216,17 @@ class Services:
         from ..inference import InferenceRouter, StoreRoutes
         from ..network.pipeline import PolicyHolder
         from ..network.server import ProxyServer
-        from ..network.tls import LeafCache
         from ..policy.engine import compile_policy
 
         self.holder = PolicyHolder(compile_policy(ctx.policy))
-        leaves = LeafCache(ctx.ca.load())
+        loop = asyncio.get_running_loop()
+        leaves, upstream_tls = loop.create_future(), loop.create_future()
+        threading.Thread(target=_build_tls, args=(ctx, inputs.upstream_ca, loop, leaves, upstream_tls),
+                         name="stockade-tls", daemon=True).start()
         routes = inputs.routes if inputs.routes is not None else StoreRoutes()
         self.router = InferenceRouter(routes, recorder=recorder,
                                       environ=key_environment(os.environ, ctx.spec.env),
                                       key_files=ctx.spec.hidden_files)
-        # The system roots parse in a thread (~50 ms, without the GIL) while serving starts.
-        upstream_tls = asyncio.get_running_loop().run_in_executor(
-            None, leaves.upstream_context, inputs.upstream_ca)
         self.server = ProxyServer(
             self.holder, identity=self._identity(), leaf_cache=leaves, secrets=inputs.secrets,
             recorder=recorder, upstream_tls=upstream_tls, inference=self.router.handle_channel)
@@ -252,7 +251,9 @@ class Services:
         self.control = ControlServer(control_socket_path(ctx.sandbox), handlers, sandbox=ctx.sandbox,
                                      recorder=recorder, vet_peer=vet_peer)
         await self.control.start()
-        await upstream_tls  # an unusable --upstream-ca fails the services, as before serving did
+        # A CA or an --upstream-ca that cannot be used fails the services (and the sandbox).
+        await leaves
+        await upstream_tls
 
     def _identity(self) -> Any:
         from ..isolation.spec import LANDLOCK_ONLY
@@ -362,6 +363,34 @@ class Services:
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _build_tls(ctx: ProxyContext, upstream_ca: str | None, loop: asyncio.AbstractEventLoop,
+               leaves: asyncio.Future[Any], upstream_tls: asyncio.Future[Any]) -> None:
+    """On its own thread, while the proxy already serves what needs no TLS of its own: the TLS
+    stack's import (cryptography, ~55 ms) and the system roots (~50 ms, parsed without the GIL).
+    A terminated tunnel that comes first waits for them (ProxyServer.leaves)."""
+    try:
+        from ..network.tls import LeafCache
+
+        cache = LeafCache(ctx.ca.load())
+        results: tuple[Any, Any] = (cache, cache.upstream_context(upstream_ca))
+    except Exception as exc:  # noqa: BLE001 - given to whoever waits, the services first
+        results = (exc, exc)
+
+    def settle() -> None:
+        for future, result in zip((leaves, upstream_tls), results):
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    try:
+        loop.call_soon_threadsafe(settle)
+    except RuntimeError:  # the loop ended first (a short command): nobody waits
+        pass
 
 
 def _message(exc: BaseException) -> str:

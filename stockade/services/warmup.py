@@ -1,7 +1,7 @@
 """What serving imports, imported before serving starts and abandoned when the run ends first.
 
-The proxy, the TLS stack, asyncio and the control socket cost 0.2-0.4 s of imports on a small
-machine. The services' thread imports them once the run is registered, while the command runs;
+The proxy, asyncio and the control socket cost 0.1-0.3 s of imports on a small machine (the
+TLS stack comes after, on a thread of its own: runtime.py). The services' thread imports them once the run is registered, while the command runs;
 a command that is over by then (`stockade run -- true`) must not wait for all of them before
 its exit is recorded. So the imports run under an `Abandon` finder, first on sys.meta_path:
 once `stop()` is true, the thread's next import of a new module raises `Abandoned`, and the
@@ -17,15 +17,15 @@ import sys
 import threading
 from collections.abc import Callable
 
-# Everything Services._start and the event loop import, in dependency order (a missing entry
-# only makes the abandon coarser; an extra one only imports early).
+# Everything Services._start and the event loop import before serving, in dependency order (a
+# missing entry only makes the abandon coarser; an extra one only imports early). The TLS stack
+# (stockade.network.tls, cryptography) is imported by its own thread once serving has started.
 SERVING_MODULES = (
     "asyncio",
     "uvloop",
     "stockade.policy.engine",
     "stockade.network.identity",
     "stockade.network.pipeline",
-    "stockade.network.tls",
     "stockade.network.server",
     "stockade.inference",
     "stockade.control",

@@ -129,18 +129,29 @@ def test_untrusted_upstream_is_a_502_inside_the_tunnel(net: Net):
     net.run(main)
 
 
-def test_a_terminated_tunnel_waits_for_an_upstream_context_still_being_built(net: Net):
-    """The services parse the system roots in a thread while serving starts: a terminated
-    tunnel that comes first waits for the context instead of failing or skipping verification."""
+@pytest.mark.parametrize("pending", ["leaves", "upstream", "both"])
+def test_a_terminated_tunnel_waits_for_tls_material_still_being_built(net: Net, pending: str):
+    """The services import the TLS stack and parse the system roots in a thread while serving
+    starts: a terminated tunnel that comes first waits for them instead of failing or skipping
+    verification."""
     async def main():
-        building = asyncio.get_running_loop().create_future()
-        origin, port, proxy, leaves, upstream_ca = await setup(net, upstream_tls=building)
+        loop = asyncio.get_running_loop()
+        leaves_future, upstream_future = loop.create_future(), loop.create_future()
+        real_leaves = Leaves()
+        kwargs = {}
+        if pending in ("upstream", "both"):
+            kwargs["upstream_tls"] = upstream_future
+        origin, port, proxy, leaves, upstream_ca = await setup(net, **kwargs)
+        if pending in ("leaves", "both"):
+            proxy.server.leaf_cache = leaves_future
+            leaves = real_leaves
         opening = asyncio.ensure_future(tunnel(proxy, port, leaves.client_context()))
         await asyncio.sleep(0.3)
-        assert not opening.done()  # the client's handshake waits with the upstream's
+        assert not opening.done()  # the client's handshake waits for the proxy's material
         built = ssl.create_default_context()
         upstream_ca.configure_trust(built)
-        building.set_result(built)
+        upstream_future.set_result(built)
+        leaves_future.set_result(real_leaves)
         w = await asyncio.wait_for(opening, 10)
         await w.send(get("/v1/models", "api.test"))
         assert (await w.response()).status == 200
@@ -149,11 +160,15 @@ def test_a_terminated_tunnel_waits_for_an_upstream_context_still_being_built(net
     net.run(main)
 
 
-def test_an_upstream_context_that_failed_to_build_ends_only_terminated_tunnels(net: Net):
+@pytest.mark.parametrize("failed", ["leaves", "upstream"])
+def test_tls_material_that_failed_to_build_ends_only_terminated_tunnels(net: Net, failed: str):
     async def main():
         building = asyncio.get_running_loop().create_future()
         building.set_exception(ssl.SSLError("no usable certificate in the bundle"))
-        origin, port, proxy, leaves, _ = await setup(net, upstream_tls=building)
+        origin, port, proxy, leaves, _ = await setup(
+            net, **({"upstream_tls": building} if failed == "upstream" else {}))
+        if failed == "leaves":
+            proxy.server.leaf_cache = building
         with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
             w = await tunnel(proxy, port, leaves.client_context())
             await w.send(get("/v1/models", "api.test"))
@@ -164,6 +179,21 @@ def test_an_upstream_context_that_failed_to_build_ends_only_terminated_tunnels(n
         assert (await w.response(head_request=True)).status == 403
         await proxy.close()
         await origin.close()
+    net.run(main)
+
+
+def test_inference_local_waits_for_the_leaves_and_answers_502_if_they_failed(net: Net):
+    async def main():
+        building = asyncio.get_running_loop().create_future()
+        building.set_exception(ValueError("the CA did not load"))
+        proxy = await start_proxy(net.proxy, policy(443, f'"{net.a}"'), leaf_cache=building,
+                                  inference=inference_echo)
+        w = await Wire.open(proxy.host, proxy.port)
+        await w.send(b"CONNECT inference.local:443 HTTP/1.1\r\nHost: inference.local:443\r\n\r\n")
+        reply = await w.response()
+        assert reply.status == 502 and reply.json()["error"] == "tls_termination_unavailable"
+        assert "the CA did not load" in reply.json()["detail"]
+        await proxy.close()
     net.run(main)
 
 
