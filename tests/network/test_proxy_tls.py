@@ -182,7 +182,7 @@ def test_tls_material_that_failed_to_build_ends_only_terminated_tunnels(net: Net
     net.run(main)
 
 
-def test_inference_local_waits_for_the_leaves_and_answers_502_if_they_failed(net: Net):
+def test_inference_local_answers_502_when_the_leaves_failed_to_build(net: Net):
     async def main():
         building = asyncio.get_running_loop().create_future()
         building.set_exception(ValueError("the CA did not load"))
