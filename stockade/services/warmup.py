@@ -1,13 +1,14 @@
 """What serving imports, imported before serving starts and abandoned when the run ends first.
 
 The proxy, asyncio and the control socket cost 0.1-0.3 s of imports on a small machine (the
-TLS stack comes after, on a thread of its own: runtime.py). The services' thread imports them once the run is registered, while the command runs;
-a command that is over by then (`stockade run -- true`) must not wait for all of them before
-its exit is recorded. So the imports run under an `Abandon` finder, first on sys.meta_path:
-once `stop()` is true, the thread's next import of a new module raises `Abandoned`, and the
-thread goes on to record the exit after one module, not all of them. Python removes every
-module whose execution was interrupted from sys.modules, so nothing half-imported remains;
-other threads' imports are never affected.
+TLS stack comes after, on a thread of its own: runtime.py). The services' thread imports them
+once the run is registered, while the command runs; a command that is over by then
+(`stockade run -- true`) must not wait for all of them before its exit is recorded. So the
+imports run under an `Abandon` finder, first on sys.meta_path: once `stop()` is true, the
+thread's next import of a new module raises `Abandoned`, and the thread goes on to record the
+exit after one module, not all of them. Python removes every module whose execution was
+interrupted from sys.modules, so nothing half-imported remains; other threads' imports are
+never affected.
 """
 
 from __future__ import annotations
